@@ -1,0 +1,280 @@
+"""Stage 2 — data: labelled images from an ImageFolder directory or an ``.npz``.
+
+An ImageFolder directory has one sub-folder per class (class order = sorted
+folder names, as in torchvision). An ``.npz`` holds ``x`` already in the
+model's input layout, ``y`` integer labels and optionally ``classes``.
+Images are picked deterministically: per class, ``images_per_class`` of them
+drawn with a seeded generator from the sorted file list, then kept in sorted
+order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import OnnxFeError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+@dataclass
+class Preprocess:
+    """How image files become model input (ignored for ``.npz`` data)."""
+
+    height: int
+    width: int
+    layout: str = "nchw"  # nchw | nhwc
+    color: str = "rgb"  # rgb | bgr | gray
+    scale: float = 1 / 255
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "gray" else 3
+
+    def as_dict(self) -> dict:
+        return {
+            "height": self.height, "width": self.width, "layout": self.layout, "color": self.color,
+            "scale": self.scale, "mean": list(self.mean), "std": list(self.std),
+        }
+
+
+@dataclass
+class Dataset:
+    source: Path
+    kind: str  # "folder" | "npz"
+    classes: list[str]
+    labels: np.ndarray  # (N,) int, index into classes
+    ids: list[str]  # file path relative to the source, or "index:i" for npz
+    _x: np.ndarray | None = field(default=None, repr=False)  # npz only (memory-mapped when possible)
+    _npz_index: np.ndarray | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load(self, start: int, stop: int, pre: Preprocess, dtype=np.float32) -> np.ndarray:
+        """Model input for samples [start, stop)."""
+        if self.kind == "npz":
+            return np.ascontiguousarray(self._x[self._npz_index[start:stop]], dtype=dtype)
+        return np.stack([load_image(self.source / rel, pre) for rel in self.ids[start:stop]]).astype(dtype, copy=False)
+
+
+def load_image(path: Path, pre: Preprocess) -> np.ndarray:
+    """One image file → float array in the model's layout (C,H,W) or (H,W,C)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode == "P" or im.mode == "PA":
+                im = im.convert("RGBA")
+            if pre.color == "gray":
+                im = im.convert("L")
+            else:
+                im = im.convert("RGB")
+            if im.size != (pre.width, pre.height):
+                im = im.resize((pre.width, pre.height), Image.BILINEAR)
+            a = np.asarray(im, dtype=np.float32)
+    except OnnxFeError:
+        raise
+    except Exception as e:
+        raise OnnxFeError(f"cannot read image {path}: {e}") from None
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if pre.color == "bgr":
+        a = a[:, :, ::-1]
+    a = a * np.float32(pre.scale)
+    mean = np.asarray(pre.mean, dtype=np.float32)
+    std = np.asarray(pre.std, dtype=np.float32)
+    for name, v in (("mean", mean), ("std", std)):
+        if v.size not in (1, a.shape[2]):
+            raise OnnxFeError(f"--{name} has {v.size} values; give 1 or {a.shape[2]} (one per channel)")
+    a = (a - mean) / std
+    if pre.layout == "nchw":
+        a = a.transpose(2, 0, 1)
+    return np.ascontiguousarray(a)
+
+
+def _pick(n_total: int, n_keep: int | None, rng: np.random.Generator) -> np.ndarray:
+    if n_keep is None or n_keep >= n_total:
+        return np.arange(n_total)
+    return np.sort(rng.choice(n_total, size=n_keep, replace=False))
+
+
+def _filter_classes(classes: list[str], wanted: list[str] | None) -> list[int]:
+    if not wanted:
+        return list(range(len(classes)))
+    out = []
+    for w in wanted:
+        for item in [s.strip() for s in w.split(",") if s.strip()]:
+            if item not in classes:
+                raise OnnxFeError(f"--classes {item!r} is not a class of the data (have: {', '.join(classes[:20])}{'…' if len(classes) > 20 else ''})")
+            out.append(classes.index(item))
+    return sorted(set(out))
+
+
+def open_dataset(source, images_per_class: int | None = 100, classes: list[str] | None = None, seed: int = 0) -> Dataset:
+    """Index a dataset (no pixels are read yet, only headers are checked)."""
+    source = Path(source)
+    if not source.exists():
+        raise OnnxFeError(f"data not found: {source}")
+    if images_per_class is not None and images_per_class < 1:
+        raise OnnxFeError("--images-per-class must be at least 1")
+    if source.is_file():
+        if source.suffix.lower() != ".npz":
+            raise OnnxFeError(f"data must be an ImageFolder directory or an .npz file, got {source}")
+        return _open_npz(source, images_per_class, classes, seed)
+    return _open_folder(source, images_per_class, classes, seed)
+
+
+def _open_folder(root: Path, per_class, wanted, seed) -> Dataset:
+    from PIL import Image
+
+    class_dirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise OnnxFeError(f"no class sub-folders in {root} (expected ImageFolder layout: {root}/<class>/<image>)")
+    keep = _filter_classes(class_dirs, wanted)
+    rng = np.random.default_rng(seed)
+    ids, labels, classes = [], [], [class_dirs[k] for k in keep]
+    for ci, k in enumerate(keep):
+        files = sorted(
+            p for p in (root / class_dirs[k]).rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        )
+        if not files:
+            raise OnnxFeError(f"class folder {root / class_dirs[k]} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        for j in _pick(len(files), per_class, rng):
+            ids.append(files[j].relative_to(root).as_posix())
+            labels.append(ci)
+    for rel in ids:  # cheap header check so that a bad file fails before any work
+        try:
+            with Image.open(root / rel) as im:
+                im.verify()
+        except Exception as e:
+            raise OnnxFeError(f"cannot read image {root / rel}: {e}") from None
+    return Dataset(source=root, kind="folder", classes=classes, labels=np.asarray(labels, dtype=np.int64), ids=ids)
+
+
+def _open_npz(path: Path, per_class, wanted, seed) -> Dataset:
+    try:
+        z = np.load(path, allow_pickle=False)
+        keys = set(z.files)
+    except Exception as e:
+        raise OnnxFeError(f"cannot read {path}: {e}") from None
+    for k in ("x", "y"):
+        if k not in keys:
+            raise OnnxFeError(f"{path.name} lacks the array {k!r} (expected x: inputs, y: integer labels, optional classes)")
+    x, y = z["x"], z["y"]
+    if y.ndim != 1 or len(y) != len(x):
+        raise OnnxFeError(f"{path.name}: y must be 1-D with one label per row of x (x has {len(x)} rows, y has shape {y.shape})")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise OnnxFeError(f"{path.name}: y must hold integer labels, not {y.dtype}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise OnnxFeError(f"{path.name}: x must be numeric, not {x.dtype}")
+    if len(x) == 0:
+        raise OnnxFeError(f"{path.name} holds no samples")
+    if "classes" in keys:
+        names = [str(c) for c in z["classes"]]
+        if y.min() < 0 or y.max() >= len(names):
+            raise OnnxFeError(f"{path.name}: labels must lie in 0..{len(names) - 1} (one per name in classes)")
+        present = sorted(set(int(v) for v in y))
+        all_names = names
+    else:
+        present = sorted(set(int(v) for v in y))
+        all_names = {v: str(v) for v in present}
+        names = None
+    label_names = [all_names[v] for v in present]
+    keep = _filter_classes(label_names, wanted)
+    rng = np.random.default_rng(seed)
+    idx, labels = [], []
+    for ci, k in enumerate(keep):
+        rows = np.flatnonzero(y == present[k])
+        sel = rows[_pick(len(rows), per_class, rng)]
+        idx.extend(sel.tolist())
+        labels.extend([ci] * len(sel))
+    return Dataset(
+        source=path, kind="npz", classes=[label_names[k] for k in keep], labels=np.asarray(labels, dtype=np.int64),
+        ids=[f"index:{i}" for i in idx], _x=x, _npz_index=np.asarray(idx, dtype=np.int64),
+    )
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    t = text.lower().replace("×", "x")
+    parts = t.split("x") if "x" in t else [t, t]
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise OnnxFeError(f"--input-size {text!r}: expected HxW, e.g. 224x224") from None
+    if h < 1 or w < 1:
+        raise OnnxFeError(f"--input-size {text!r}: sizes must be positive")
+    return h, w
+
+
+def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        vals = tuple(float(v) for v in text.replace(" ", ",").split(",") if v)
+    except ValueError:
+        raise OnnxFeError(f"{option} {text!r}: expected a number or comma-separated numbers") from None
+    if not vals:
+        raise OnnxFeError(f"{option} is empty")
+    return vals
+
+
+def resolve_preprocess(input_shape: list, input_size=None, layout="auto", color=None, scale=1 / 255,
+                       mean=None, std=None) -> Preprocess:
+    """Fill preprocessing defaults from the model's 4-D input shape (None = dynamic dim)."""
+    if layout not in ("auto", "nchw", "nhwc"):
+        raise OnnxFeError(f"--layout {layout!r}: choose auto, nchw or nhwc")
+    _, d1, d2, d3 = input_shape
+    if layout == "auto":
+        if d1 in (1, 3) or (d1 is not None and d3 not in (1, 3)):
+            layout = "nchw"
+        elif d3 in (1, 3):
+            layout = "nhwc"
+        else:
+            raise OnnxFeError("cannot tell the model's input layout (channel dim is dynamic); pass --layout nchw or nhwc")
+    c, h, w = (d1, d2, d3) if layout == "nchw" else (d3, d1, d2)
+    if input_size is not None:
+        ih, iw = input_size
+        if (h is not None and h != ih) or (w is not None and w != iw):
+            raise OnnxFeError(f"--input-size {ih}x{iw} disagrees with the model's fixed input {h}x{w}")
+        h, w = ih, iw
+    if h is None or w is None:
+        raise OnnxFeError("the model's input height/width are dynamic: pass --input-size HxW")
+    if color is None:
+        color = "gray" if c == 1 else "rgb"
+    if color not in ("rgb", "bgr", "gray"):
+        raise OnnxFeError(f"--color {color!r}: choose rgb, bgr or gray")
+    want_c = 1 if color == "gray" else 3
+    if c is not None and c != want_c:
+        raise OnnxFeError(f"--color {color} gives {want_c} channel(s) but the model expects {c}")
+    if scale is None or not np.isfinite(scale):
+        raise OnnxFeError("--scale must be a finite number")
+    mean = tuple(mean) if mean is not None else (0.0,)
+    std = tuple(std) if std is not None else (1.0,)
+    for name, v in (("mean", mean), ("std", std)):
+        if len(v) not in (1, want_c):
+            raise OnnxFeError(f"--{name} has {len(v)} values; give 1 or {want_c} (one per channel)")
+    if any(s == 0 for s in std):
+        raise OnnxFeError("--std must not contain 0")
+    return Preprocess(height=h, width=w, layout=layout, color=color, scale=float(scale), mean=mean, std=std)
+
+
+def check_npz_shape(ds: Dataset, input_shape: list, layout: str) -> None:
+    if ds.kind != "npz":
+        return
+    got = tuple(ds._x.shape[1:])
+    if len(got) != 3:
+        raise OnnxFeError(f"{ds.source.name}: x must be 4-D (N, ...) in the model's input layout, got {ds._x.shape}")
+    for k, (g, m) in enumerate(zip(got, input_shape[1:])):
+        if m is not None and g != m:
+            raise OnnxFeError(f"{ds.source.name}: x has sample shape {got} but the model input is "
+                              f"{tuple('?' if d is None else d for d in input_shape[1:])} ({layout})")

@@ -1,0 +1,129 @@
+"""Stage 4 — topology: birth points of feature maps (pure math, no I/O).
+
+``cubical`` (default): cubical persistent homology (cripser, T-construction:
+pixels are the top cells, so the growing set is 8-connected) of the superlevel
+filtration of the map's *dense rank* (the largest value enters first; equal
+values enter together). Working on ranks makes the result identical for any
+strictly increasing transform of the map, positive rescaling included. The
+birth point is the first filtration step at which an H1 class of positive
+persistence is born, measured as the fraction of the map's pixels that have
+entered, quantised into ``resolution`` steps: ``ceil(resolution * entered / H·W)``.
+Steps above ``threshold`` count as "no birth point" (0), like the reference's
+absolute threshold of 50 for the clique construction. See docs/method.md.
+
+``clique``: the paper's construction (flag complex of the symmetrised map),
+exact to the authors' reference; see :mod:`onnx_fe.clique`.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .errors import OnnxFeError
+
+METHODS = ("cubical", "clique")
+CUBICAL_DEFAULTS = {"resolution": 100, "threshold": 50}
+CLIQUE_DEFAULTS = {"threshold": 50, "max_edge_density": 0.8}
+
+
+class InvalidMapError(OnnxFeError, ValueError):
+    """A map that cannot be filtered (NaN, ±inf, wrong shape)."""
+
+
+def method_params(method: str, **params) -> dict:
+    """Full parameter set of a method (defaults filled in), refusing unknown names or values."""
+    if method not in METHODS:
+        raise OnnxFeError(f"method {method!r}: choose one of {', '.join(METHODS)}")
+    defaults = CUBICAL_DEFAULTS if method == "cubical" else CLIQUE_DEFAULTS
+    unknown = set(params) - set(defaults)
+    if unknown:
+        raise OnnxFeError(f"method {method!r} takes no parameter {', '.join(sorted(unknown))} (has: {', '.join(defaults)})")
+    out = {k: (defaults[k] if params.get(k) is None else params[k]) for k in defaults}
+    if method == "cubical":
+        out = {k: int(v) for k, v in out.items()}
+        if out["resolution"] < 1:
+            raise OnnxFeError("resolution must be at least 1")
+        if not 1 <= out["threshold"] <= out["resolution"]:
+            raise OnnxFeError(f"threshold must lie in 1..resolution ({out['resolution']})")
+    else:
+        out["threshold"] = int(out["threshold"])
+        out["max_edge_density"] = float(out["max_edge_density"])
+        if out["threshold"] < 0:
+            raise OnnxFeError("threshold must be non-negative")
+        if not 0 < out["max_edge_density"] <= 1:
+            raise OnnxFeError("max_edge_density must lie in (0, 1]")
+    return out
+
+
+def dense_rank(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rank of each value from the largest (0) down, ties sharing a rank; and the
+    cumulative pixel count entered by each rank."""
+    _, inv, counts = np.unique(-m.ravel(), return_inverse=True, return_counts=True)
+    return inv.reshape(m.shape), np.cumsum(counts)
+
+
+def cubical_birth_point(m: np.ndarray, resolution: int = 100, threshold: int = 50) -> int:
+    """Birth point of one finite 2-D map (0 = none); see the module docstring."""
+    import cripser
+
+    h, w = m.shape
+    if h < 2 or w < 2:
+        return 0
+    ranks, entered = dense_rank(m)
+    if len(entered) < 2:  # constant map: everything enters at once, no hole can persist
+        return 0
+    ph = cripser.computePH(ranks.astype(np.float64), maxdim=1, top_dim=True)
+    ph = ph[(ph[:, 0] == 1) & (ph[:, 2] > ph[:, 1])]
+    if len(ph) == 0:
+        return 0
+    b = int(ph[:, 1].min())
+    n = h * w
+    step = (resolution * int(entered[b]) + n - 1) // n  # ceil without float rounding
+    return step if step <= threshold else 0
+
+
+def _as_maps(maps) -> np.ndarray:
+    a = np.asarray(maps)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3:
+        raise InvalidMapError(f"maps must have shape (N, H, W), got {a.shape}")
+    if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+        raise InvalidMapError(f"maps must be real numbers, got dtype {a.dtype}")
+    if a.size and not np.isfinite(a).all():
+        bad = int((~np.isfinite(a.reshape(len(a), -1))).any(axis=1).argmax())
+        raise InvalidMapError(f"map {bad} contains NaN or ±inf; birth points need finite values")
+    return a
+
+
+def birth_points(maps, method: str = "cubical", workers: int | None = 1, **params) -> np.ndarray:
+    """Birth point of every map: an array (N, H, W) (or one (H, W) map) → int32 (N,).
+
+    ``workers`` > 1 computes maps in threads (cripser and ripser release the GIL);
+    the result does not depend on it. ``params`` are the method's parameters
+    (cubical: resolution=100, threshold=50; clique: threshold=50, max_edge_density=0.8).
+    """
+    p = method_params(method, **params)
+    a = _as_maps(maps)
+    n = len(a)
+    if n == 0:
+        return np.zeros(0, dtype=np.int32)
+    if method == "clique":
+        if a.shape[1] != a.shape[2]:
+            raise InvalidMapError(f"the clique method needs square maps, got {a.shape[1]}×{a.shape[2]}")
+        from .clique import clique_birth_points
+
+        fn = lambda chunk: clique_birth_points(chunk, **p)  # noqa: E731
+    else:
+        fn = lambda chunk: np.fromiter((cubical_birth_point(m, **p) for m in chunk), dtype=np.int32, count=len(chunk))  # noqa: E731
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    if workers == 1 or n < 2 * workers:
+        return np.asarray(fn(a), dtype=np.int32)
+    bounds = np.linspace(0, n, min(n, workers * 4) + 1).astype(int)
+    chunks = [a[s:e] for s, e in zip(bounds[:-1], bounds[1:]) if e > s]
+    with ThreadPoolExecutor(workers) as ex:
+        parts = list(ex.map(fn, chunks))
+    return np.concatenate(parts).astype(np.int32, copy=False)
