@@ -168,7 +168,13 @@ def _open_npz(path: Path, per_class, wanted, seed) -> Dataset:
     for k in ("x", "y"):
         if k not in keys:
             raise OnnxFeError(f"{path.name} lacks the array {k!r} (expected x: inputs, y: integer labels, optional classes)")
-    x, y = z["x"], z["y"]
+    try:  # members are read lazily: object arrays or a damaged member fail here
+        x, y = z["x"], z["y"]
+        raw_names = z["classes"] if "classes" in keys else None
+    except Exception as e:
+        raise OnnxFeError(f"cannot read {path}: {e}") from None
+    if x.ndim != 4:
+        raise OnnxFeError(f"{path.name}: x must be 4-D (N, ...) in the model's input layout, got {x.shape}")
     if y.ndim != 1 or len(y) != len(x):
         raise OnnxFeError(f"{path.name}: y must be 1-D with one label per row of x (x has {len(x)} rows, y has shape {y.shape})")
     if not np.issubdtype(y.dtype, np.integer):
@@ -177,8 +183,10 @@ def _open_npz(path: Path, per_class, wanted, seed) -> Dataset:
         raise OnnxFeError(f"{path.name}: x must be numeric, not {x.dtype}")
     if len(x) == 0:
         raise OnnxFeError(f"{path.name} holds no samples")
+    if raw_names is not None and raw_names.ndim != 1:
+        raise OnnxFeError(f"{path.name}: classes must be a 1-D array of names, got shape {raw_names.shape}")
     if "classes" in keys:
-        names = [str(c) for c in z["classes"]]
+        names = [c.decode() if isinstance(c, bytes) else str(c) for c in raw_names]
         if y.min() < 0 or y.max() >= len(names):
             raise OnnxFeError(f"{path.name}: labels must lie in 0..{len(names) - 1} (one per name in classes)")
         present = sorted(set(int(v) for v in y))

@@ -1,7 +1,8 @@
 """Stage 4 — topology: birth points of feature maps (pure math, no I/O).
 
-``cubical`` (default): cubical persistent homology (cripser, T-construction:
-pixels are the top cells, so the growing set is 8-connected) of the superlevel
+``cubical`` (default): cubical persistent homology (cripser with
+``top_dim=True``; measured: the growing set is 4-connected, pixels that touch
+only at a corner do not close a loop) of the superlevel
 filtration of the map's *dense rank* (the largest value enters first; equal
 values enter together). Working on ranks makes the result identical for any
 strictly increasing transform of the map, positive rescaling included. The
@@ -30,31 +31,31 @@ CLIQUE_DEFAULTS = {"threshold": 50, "max_edge_density": 0.8}
 
 
 class InvalidMapError(OnnxFeError, ValueError):
-    """A map that cannot be filtered (NaN, ±inf, wrong shape)."""
+    """Maps or parameters that cannot be filtered (NaN, ±inf, wrong shape, bad parameter)."""
 
 
 def method_params(method: str, **params) -> dict:
     """Full parameter set of a method (defaults filled in), refusing unknown names or values."""
     if method not in METHODS:
-        raise OnnxFeError(f"method {method!r}: choose one of {', '.join(METHODS)}")
+        raise InvalidMapError(f"method {method!r}: choose one of {', '.join(METHODS)}")
     defaults = CUBICAL_DEFAULTS if method == "cubical" else CLIQUE_DEFAULTS
     unknown = set(params) - set(defaults)
     if unknown:
-        raise OnnxFeError(f"method {method!r} takes no parameter {', '.join(sorted(unknown))} (has: {', '.join(defaults)})")
+        raise InvalidMapError(f"method {method!r} takes no parameter {', '.join(sorted(unknown))} (has: {', '.join(defaults)})")
     out = {k: (defaults[k] if params.get(k) is None else params[k]) for k in defaults}
     if method == "cubical":
         out = {k: int(v) for k, v in out.items()}
         if out["resolution"] < 1:
-            raise OnnxFeError("resolution must be at least 1")
+            raise InvalidMapError("resolution must be at least 1")
         if not 1 <= out["threshold"] <= out["resolution"]:
-            raise OnnxFeError(f"threshold must lie in 1..resolution ({out['resolution']})")
+            raise InvalidMapError(f"threshold must lie in 1..resolution ({out['resolution']})")
     else:
         out["threshold"] = int(out["threshold"])
         out["max_edge_density"] = float(out["max_edge_density"])
         if out["threshold"] < 0:
-            raise OnnxFeError("threshold must be non-negative")
+            raise InvalidMapError("threshold must be non-negative")
         if not 0 < out["max_edge_density"] <= 1:
-            raise OnnxFeError("max_edge_density must lie in (0, 1]")
+            raise InvalidMapError("max_edge_density must lie in (0, 1]")
     return out
 
 
