@@ -111,7 +111,7 @@ def score(
     for r in result.summary:
         t.add_row(str(r["layer_index"]), r["layer"], r["chain"], str(r["units"]), r["size"],
                   f"{r['feature_entropy']:.3f}", f"{r['birth_rate']:.3f}")
-    c = Console(stderr=False)
+    c = Console(stderr=False, width=max(120, Console().width))
     c.print(t)
     c.print(f"wrote {result.scores_csv} and {result.results_h5}" + (" (reused)" if result.reused else ""))
 

@@ -54,18 +54,19 @@ class Runner:
 def _session(model_bytes_or_path, providers, quiet: bool, threads: int | None):
     import onnxruntime as ort
 
+    # warnings such as cuDNN's "Conv running in Fallback mode" go to the default logger at run time
+    ort.set_default_logger_severity(3)
     so = ort.SessionOptions()
     so.log_severity_level = 3
     if threads:
         so.intra_op_num_threads = threads
-    if quiet:
+    if quiet:  # CUDA provider loading failures are logged as errors, then onnxruntime falls back to CPU
         with _quiet_stderr():
-            prev = None
             try:
                 ort.set_default_logger_severity(4)
                 return ort.InferenceSession(model_bytes_or_path, sess_options=so, providers=providers)
             finally:
-                ort.set_default_logger_severity(2 if prev is None else prev)
+                ort.set_default_logger_severity(3)
     return ort.InferenceSession(model_bytes_or_path, sess_options=so, providers=providers)
 
 
@@ -89,6 +90,13 @@ def make_runner(lm: LoadedModel, units: list[ConvUnit], device: str = "auto", th
         onnx.save(m, p, save_as_external_data=True, location="model.onnx.data")
         payload = p
     cuda_ok = "CUDAExecutionProvider" in ort.get_available_providers()
+    if cuda_ok and device != "cpu" and hasattr(ort, "preload_dlls"):
+        # CUDA/cuDNN installed as pip packages (onnxruntime-gpu[cuda,cudnn]) are found this way
+        with _quiet_stderr():
+            try:
+                ort.preload_dlls()
+            except Exception:
+                pass
     try:
         if device == "cpu" or (device == "auto" and not cuda_ok):
             sess = _session(payload, ["CPUExecutionProvider"], quiet=False, threads=threads)

@@ -164,7 +164,7 @@ def score(model, data, output=None, *, layers=None, method="cubical", resolution
         start = int(f.attrs["n_done"])
         log(f"resuming an interrupted run at image {start} of {len(ds)}")
     else:
-        meta = {"model_path": str(lm.path), "device": device_used, "providers": runner.providers,
+        meta = {"model_path": str(lm.path), "model_sha256": lm.sha256, "device": device_used, "providers": runner.providers,
                 "versions": _versions(), "data_source": str(ds.source), "workers": workers, "batch_size": batch_size}
         f = create(partial, params=params, meta=meta, classes=ds.classes, labels=ds.labels, ids=ds.ids, units=units,
                    n_channels_hw={u.index: (u.channels, u.height, u.width) for u in units},
