@@ -72,6 +72,8 @@ def load_image(path: Path, pre: Preprocess) -> np.ndarray:
             im.load()
             if im.mode == "P" or im.mode == "PA":
                 im = im.convert("RGBA")
+            elif im.mode.startswith("I;16"):  # 16-bit grey: map 0..65535 onto 0..255 (PIL's convert clips at 255)
+                im = Image.fromarray(np.rint(np.asarray(im, dtype=np.float64) / 257).astype(np.uint8), "L")
             if pre.color == "gray":
                 im = im.convert("L")
             else:

@@ -23,19 +23,32 @@ ORT_TO_NUMPY = {
 
 @contextmanager
 def _quiet_stderr():
-    """Silence native stderr (onnxruntime's provider-loading messages) for a moment."""
+    """Silence onnxruntime's provider-loading messages for a moment: native writes to
+    file descriptors 1 and 2 and Python-level prints (``preload_dlls`` prints)."""
+    import io
+    import sys
+    from contextlib import redirect_stderr, redirect_stdout
+
+    for s in (sys.stdout, sys.stderr):
+        try:
+            s.flush()
+        except Exception:
+            pass
+    saved = []
     try:
-        fd = os.dup(2)
-    except OSError:  # no stderr at all
-        yield
-        return
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 2)
+        for fd in (1, 2):
+            saved.append((fd, os.dup(fd)))
+    except OSError:  # no such descriptor: nothing to silence there
+        pass
+    with open(os.devnull, "w") as null, redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        for fd, _ in saved:
+            os.dup2(null.fileno(), fd)
         try:
             yield
         finally:
-            os.dup2(fd, 2)
-            os.close(fd)
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
 
 
 @dataclass

@@ -103,8 +103,9 @@ def _as_maps(maps) -> np.ndarray:
 def birth_points(maps, method: str = "cubical", workers: int | None = 1, **params) -> np.ndarray:
     """Birth point of every map: an array (N, H, W) (or one (H, W) map) → int32 (N,).
 
-    ``workers`` > 1 computes maps in threads (cripser and ripser release the GIL);
-    the result does not depend on it. ``params`` are the method's parameters
+    ``workers`` > 1 computes maps in threads; cripser releases the GIL so the
+    cubical method scales, ripser does not (the clique method is fast enough
+    on one thread). The result never depends on ``workers``. ``params`` are the method's parameters
     (cubical: resolution=100, threshold=50; clique: threshold=50, max_edge_density=0.8).
     """
     p = method_params(method, **params)
