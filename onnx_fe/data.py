@@ -10,6 +10,7 @@ order.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,9 +102,13 @@ def load_image(path: Path, pre: Preprocess) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def _pick(n_total: int, n_keep: int | None, rng: np.random.Generator) -> np.ndarray:
+def _pick(n_total: int, n_keep: int | None, seed: int, class_name: str) -> np.ndarray:
+    """Indices of the images kept for one class: a seeded draw that depends only on the seed and the
+    class's name, so selecting other classes (``--classes``) never changes which images a class gets."""
     if n_keep is None or n_keep >= n_total:
         return np.arange(n_total)
+    key = int.from_bytes(hashlib.sha256(class_name.encode()).digest()[:8], "little")
+    rng = np.random.default_rng([seed, key])
     return np.sort(rng.choice(n_total, size=n_keep, replace=False))
 
 
@@ -140,7 +145,6 @@ def _open_folder(root: Path, per_class, wanted, seed) -> Dataset:
     if not class_dirs:
         raise OnnxFeError(f"no class sub-folders in {root} (expected ImageFolder layout: {root}/<class>/<image>)")
     keep = _filter_classes(class_dirs, wanted)
-    rng = np.random.default_rng(seed)
     ids, labels, classes = [], [], [class_dirs[k] for k in keep]
     for ci, k in enumerate(keep):
         files = sorted(
@@ -149,7 +153,7 @@ def _open_folder(root: Path, per_class, wanted, seed) -> Dataset:
         )
         if not files:
             raise OnnxFeError(f"class folder {root / class_dirs[k]} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-        for j in _pick(len(files), per_class, rng):
+        for j in _pick(len(files), per_class, seed, class_dirs[k]):
             ids.append(files[j].relative_to(root).as_posix())
             labels.append(ci)
     for rel in ids:  # cheap header check so that a bad file fails before any work
@@ -199,11 +203,10 @@ def _open_npz(path: Path, per_class, wanted, seed) -> Dataset:
         names = None
     label_names = [all_names[v] for v in present]
     keep = _filter_classes(label_names, wanted)
-    rng = np.random.default_rng(seed)
     idx, labels = [], []
     for ci, k in enumerate(keep):
         rows = np.flatnonzero(y == present[k])
-        sel = rows[_pick(len(rows), per_class, rng)]
+        sel = rows[_pick(len(rows), per_class, seed, label_names[k])]
         idx.extend(sel.tolist())
         labels.extend([ci] * len(sel))
     return Dataset(

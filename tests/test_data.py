@@ -378,3 +378,14 @@ def test_preprocess_bad_options(kwargs, match):
 def test_preprocess_explicit_options_are_kept():
     p = resolve_preprocess([None, 3, 8, 8], color="bgr", scale=1.0, mean=(1, 2, 3), std=(4,))
     assert (p.color, p.scale, p.mean, p.std) == ("bgr", 1.0, (1, 2, 3), (4,))
+
+
+def test_a_class_gets_the_same_images_whichever_other_classes_are_selected(tmp_path):
+    from graphs import write_image_folder
+    from onnx_fe.data import open_dataset
+
+    root = write_image_folder(tmp_path / "d", n_classes=3, per_class=9)
+    full = open_dataset(root, images_per_class=4, seed=3)
+    only = open_dataset(root, images_per_class=4, seed=3, classes=["class_2"])
+    assert only.ids == [i for i, lab in zip(full.ids, full.labels) if full.classes[lab] == "class_2"]
+    assert len(only.ids) == 4
