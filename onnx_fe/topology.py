@@ -59,31 +59,51 @@ def method_params(method: str, **params) -> dict:
     return out
 
 
-def dense_rank(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rank of each value from the largest (0) down, ties sharing a rank; and the
-    cumulative pixel count entered by each rank."""
-    _, inv, counts = np.unique(-m.ravel(), return_inverse=True, return_counts=True)
-    return inv.reshape(m.shape), np.cumsum(counts)
+def dense_rank(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense rank of every value of each map, from the largest (0) down, ties sharing a rank.
+
+    ``maps`` (N, H, W) → (ranks (N, H, W) float64, sorted ranks (N, H·W) int64): row n of the
+    second array lists map n's ranks in ascending order, so the number of pixels present once
+    rank b has entered is ``searchsorted(sorted[n], b, side="right")``.
+    """
+    n = len(maps)
+    flat = maps.reshape(n, -1)
+    order = np.argsort(-flat, axis=1)  # ties may come in any order: they get one rank
+    vals = np.take_along_axis(flat, order, axis=1)
+    srt = np.zeros(vals.shape, dtype=np.int64)
+    np.cumsum(vals[:, 1:] != vals[:, :-1], axis=1, out=srt[:, 1:])
+    ranks = np.empty(vals.shape, dtype=np.float64)
+    np.put_along_axis(ranks, order, srt, axis=1)
+    return ranks.reshape(maps.shape), srt
+
+
+def _cubical_batch(maps: np.ndarray, resolution: int, threshold: int) -> np.ndarray:
+    """Birth points of finite maps (N, H, W); see the module docstring."""
+    import cripser
+
+    n, h, w = maps.shape
+    out = np.zeros(n, dtype=np.int32)
+    if n == 0 or h < 2 or w < 2:
+        return out
+    ranks, srt = dense_rank(maps)
+    npix = h * w
+    for i in range(n):
+        if srt[i, -1] == 0:  # constant map: everything enters at once, no hole can persist
+            continue
+        ph = cripser.computePH(ranks[i], maxdim=1, top_dim=True)
+        births = ph[(ph[:, 0] == 1) & (ph[:, 2] > ph[:, 1]), 1]
+        if len(births) == 0:
+            continue
+        entered = int(np.searchsorted(srt[i], births.min(), side="right"))
+        step = (resolution * entered + npix - 1) // npix  # ceil without float rounding
+        if step <= threshold:
+            out[i] = step
+    return out
 
 
 def cubical_birth_point(m: np.ndarray, resolution: int = 100, threshold: int = 50) -> int:
     """Birth point of one finite 2-D map (0 = none); see the module docstring."""
-    import cripser
-
-    h, w = m.shape
-    if h < 2 or w < 2:
-        return 0
-    ranks, entered = dense_rank(m)
-    if len(entered) < 2:  # constant map: everything enters at once, no hole can persist
-        return 0
-    ph = cripser.computePH(ranks.astype(np.float64), maxdim=1, top_dim=True)
-    ph = ph[(ph[:, 0] == 1) & (ph[:, 2] > ph[:, 1])]
-    if len(ph) == 0:
-        return 0
-    b = int(ph[:, 1].min())
-    n = h * w
-    step = (resolution * int(entered[b]) + n - 1) // n  # ceil without float rounding
-    return step if step <= threshold else 0
+    return int(_cubical_batch(np.asarray(m, dtype=np.float64)[None], resolution, threshold)[0])
 
 
 def _as_maps(maps) -> np.ndarray:
@@ -120,7 +140,7 @@ def birth_points(maps, method: str = "cubical", workers: int | None = 1, **param
 
         fn = lambda chunk: clique_birth_points(chunk, **p)  # noqa: E731
     else:
-        fn = lambda chunk: np.fromiter((cubical_birth_point(m, **p) for m in chunk), dtype=np.int32, count=len(chunk))  # noqa: E731
+        fn = lambda chunk: _cubical_batch(chunk, **p)  # noqa: E731
     workers = max(1, int(workers or os.cpu_count() or 1))
     if workers == 1 or n < 2 * workers:
         return np.asarray(fn(a), dtype=np.int32)
