@@ -182,6 +182,15 @@ class Zoo:
         return ROOT / m.info["data_folders"][split]
 
 
+MIN_SIZE = 8  # a 4×4 map can hardly hold a hole that is born early: such layers have no birth points
+
+
+def last_layer_index(path: Path) -> int:
+    """The last conv layer whose maps are at least MIN_SIZE × MIN_SIZE (the paper's last layer of VGG16 is 14×14)."""
+    units = [u for u in onnx_fe.inspect(path) if u.scorable and min(u.height, u.width) >= MIN_SIZE]
+    return units[-1].index
+
+
 def unit_means(stats: list[dict], key: str) -> np.ndarray:
     """Per-unit value averaged over classes, all layers concatenated."""
     return np.concatenate([np.nanmean(s[key], axis=0) for s in stats])
@@ -365,14 +374,14 @@ def claim_training(zoo: Zoo, out: list[str]):
     losses = {}
     for m in epochs:
         c = json.loads((ROOT / m.info["card"]).read_text())
-        losses[m.info["role"]] = c.get("train_loss", c.get("train_loss_epoch"))
+        losses[m.info["role"]] = c.get("train_loss_this_epoch", c.get("train_loss"))
     rows, res = [], {}
     last_idx = None
     for method in METHODS:
         fe, br = [], []
         for m in epochs:
             if last_idx is None:
-                last_idx = [u.index for u in find_units(onnx.load(m.path))][-1]
+                last_idx = last_layer_index(m.path)
             st = layer_stats(score(m, zoo.data(m, "train"), method, "train_last", layers=[str(last_idx)]))
             fe.append(float(np.nanmean(st[-1]["fe"])))
             br.append(float(np.nanmean(st[-1]["br"])))
@@ -399,8 +408,10 @@ def claim_training(zoo: Zoo, out: list[str]):
     out += [
         "## Claim 4 — feature entropy tracks the training loss (paper Fig. 5B)",
         "",
-        f"The shapes VGG saved after every epoch (epoch 0 = initialisation); last conv layer (index {last_idx}), "
-        "mean over units and classes, on the training split (the paper computes it on training data).",
+        f"The shapes VGG saved after every epoch (epoch 0 = initialisation); conv layer {last_idx}, the last one whose "
+        f"maps are at least {MIN_SIZE}×{MIN_SIZE} (the very last conv gives 4×4 maps, which have no birth points "
+        "with either method: its entropy is 0 at every epoch); mean over units and classes, on the training split "
+        "(the paper computes it on training data).",
         "",
         table(["method"] + [f"ep {e}" for e in ep] + ["Pearson r (FE, loss)", "Spearman ρ (FE, loss)"], rows),
         "",
@@ -435,7 +446,7 @@ def claim_generalisation(zoo: Zoo, out: list[str]) -> None:
         for method in METHODS:
             pts = []
             for m in ms:
-                last = [u.index for u in find_units(onnx.load(m.path))][-1]
+                last = last_layer_index(m.path)
                 st = layer_stats(score(m, zoo.data(m, "train"), method, "train_last", layers=[str(last)]))
                 fe, br = float(np.nanmean(st[-1]["fe"])), float(np.nanmean(st[-1]["br"]))
                 noise = _noise_rate(m) if setname == "B" else float("nan")
@@ -472,7 +483,7 @@ def claim_generalisation(zoo: Zoo, out: list[str]) -> None:
     out += [
         "## Claim 5 — telling networks apart from training data alone (paper §5)",
         "",
-        "Last conv layer, mean over units and classes, computed on the training split only (the clean-label "
+        f"Last conv layer with maps of at least {MIN_SIZE}×{MIN_SIZE}, mean over units and classes, computed on the training split only (the clean-label "
         "PNGs in `models/data/shapes/train`); Spearman ρ against test accuracy (set A) or label-corruption rate "
         "(set B).",
         "",
