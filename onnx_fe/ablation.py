@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import onnx
 from onnx import helper
 
 from .errors import OnnxFeError
+from .storage import write_rows_csv
 from .graph import ConvUnit, LoadedModel
 from .inference import ORT_TO_NUMPY, Runner, make_runner
 from .ranking import Ranking, load_rankings
@@ -482,10 +482,10 @@ def ablate(model, data, ranking, output=None, *, layers=None, steps=None, by=Non
     csv_path = out / "ablation.csv"
     cols = ["layer", "layer_index", "units", "by", "seed", "order", "removed", "fraction_removed", "top1", "top5",
             "loss", "n_images"]
-    _write_csv(csv_path, cols, rows)
+    write_rows_csv(csv_path, cols, rows)
     summary = summarize(rows)
     summary_path = out / "ablation_summary.csv"
-    _write_csv(summary_path, list(summary[0].keys()) if summary else ["layer"], summary)
+    write_rows_csv(summary_path, list(summary[0].keys()) if summary else ["layer"], summary)
     png = None
     if plot:
         from .plots import plot_ablation
@@ -523,18 +523,6 @@ def summarize(rows: list[dict]) -> list[dict]:
         rec["repeats"] = len({s for s, _ in curves})
         out.append(rec)
     return out
-
-
-def _write_csv(path: Path, cols: list[str], rows: list[dict]) -> None:
-    import csv
-
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols)
-        for r in rows:
-            w.writerow([repr(v) if isinstance(v, float) else v for v in (r.get(c, "") for c in cols)])
-    os.replace(tmp, path)
 
 
 def _progress_bar(enabled: bool):

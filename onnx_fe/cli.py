@@ -44,6 +44,12 @@ INPUT_SIZE = typer.Option(None, "--input-size", help="HxW to resize images to; r
 LAYOUT = typer.Option("auto", "--layout", help="Model input layout: auto, nchw or nhwc.")
 COLOR = typer.Option(None, "--color", help="rgb, bgr or gray (default: from the model's channel count).")
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA if it really loads, else CPU), cpu or cuda.")
+SCALE = typer.Option(1 / 255, "--scale", help="Pixel scale before mean/std.")
+MEAN = typer.Option(None, "--mean", help="Mean to subtract: one value or one per channel, comma-separated.")
+STD = typer.Option(None, "--std", help="Std to divide by: one value or one per channel.")
+SEED = typer.Option(0, "--seed", help="Seed of the per-class image choice.")
+BATCH = typer.Option(32, "--batch-size", "-b", help="Images per inference batch.")
+WORKERS = typer.Option(None, "--workers", "-j", help="Threads for birth points [all cores].")
 QUIET = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Say more about what is done.")
 
@@ -73,16 +79,16 @@ def score(
     max_edge_density: Optional[float] = typer.Option(None, "--max-edge-density", help="clique: edge density cap [0.8]."),
     images_per_class: int = typer.Option(100, "--images-per-class", "-n", help="Images per class (chosen deterministically)."),
     classes: Optional[List[str]] = typer.Option(None, "--classes", help="Only these classes (comma-separated or repeated)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the per-class image choice."),
+    seed: int = SEED,
     input_size: Optional[str] = INPUT_SIZE,
-    scale: float = typer.Option(1 / 255, "--scale", help="Pixel scale before mean/std."),
-    mean: Optional[str] = typer.Option(None, "--mean", help="Mean to subtract: one value or one per channel, comma-separated."),
-    std: Optional[str] = typer.Option(None, "--std", help="Std to divide by: one value or one per channel."),
+    scale: float = SCALE,
+    mean: Optional[str] = MEAN,
+    std: Optional[str] = STD,
     color: Optional[str] = COLOR,
     layout: str = LAYOUT,
-    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per inference batch."),
+    batch_size: int = BATCH,
     device: str = DEVICE,
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Threads for birth points [all cores]."),
+    workers: Optional[int] = WORKERS,
     keep_activations: bool = typer.Option(False, "--keep-activations", help="Also store every unit's maps in results.h5."),
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
@@ -231,7 +237,7 @@ def ablate(
     std: Optional[str] = typer.Option(None, "--std", help="Std to divide by (default: the scoring run's, else 1)."),
     color: Optional[str] = COLOR,
     layout: str = LAYOUT,
-    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per inference batch."),
+    batch_size: int = BATCH,
     device: str = DEVICE,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output directory "
                                           "(default: onnx-fe-results/<model name>/ablation)."),
@@ -277,16 +283,16 @@ def compare(
                                                "name or glob (default: all scorable)."),
     method: str = typer.Option("cubical", "--method", "-m", help="cubical (default) or clique."),
     images_per_class: int = typer.Option(100, "--images-per-class", "-n", help="Images per class."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the per-class image choice."),
+    seed: int = SEED,
     input_size: Optional[str] = INPUT_SIZE,
-    scale: float = typer.Option(1 / 255, "--scale", help="Pixel scale before mean/std."),
-    mean: Optional[str] = typer.Option(None, "--mean", help="Mean to subtract: one value or one per channel."),
-    std: Optional[str] = typer.Option(None, "--std", help="Std to divide by: one value or one per channel."),
+    scale: float = SCALE,
+    mean: Optional[str] = MEAN,
+    std: Optional[str] = STD,
     color: Optional[str] = COLOR,
     layout: str = LAYOUT,
-    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per inference batch."),
+    batch_size: int = BATCH,
     device: str = DEVICE,
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Threads for birth points (default: all cores)."),
+    workers: Optional[int] = WORKERS,
     no_accuracy: bool = typer.Option(False, "--no-accuracy", help="Do not measure each model's accuracy."),
     no_plot: bool = typer.Option(False, "--no-plot", help="Do not draw compare.png (no matplotlib needed)."),
     quiet: bool = QUIET,

@@ -8,11 +8,11 @@ when the data's labels match the model's outputs.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import OnnxFeError
+from .storage import write_rows_csv
 
 LAYER_COLUMNS = ["model", "layer_index", "layer", "chain", "units", "size", "relative_depth", "feature_entropy",
                  "birth_rate"]
@@ -89,8 +89,8 @@ def compare(models, data, output=None, *, accuracy=True, plot=True, log=None, pr
         model_rows.append(rec)
     out.mkdir(parents=True, exist_ok=True)
     layers_csv, models_csv = out / "compare_layers.csv", out / "compare_models.csv"
-    _write(layers_csv, LAYER_COLUMNS, layer_rows)
-    _write(models_csv, MODEL_COLUMNS, model_rows)
+    write_rows_csv(layers_csv, LAYER_COLUMNS, layer_rows)
+    write_rows_csv(models_csv, MODEL_COLUMNS, model_rows)
     png = None
     if plot:
         from .plots import plot_compare
@@ -113,13 +113,3 @@ def _accuracy(path, data, kw, log, name) -> dict:
     return {"top1": r["top1"], "top5": r["top5"], "loss": r["loss"], "n_images": r["n_images"]}
 
 
-def _write(path: Path, cols, rows) -> None:
-    import csv
-
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols)
-        for r in rows:
-            w.writerow([repr(v) if isinstance(v, float) else v for v in (r.get(c, "") for c in cols)])
-    os.replace(tmp, path)

@@ -6,7 +6,6 @@ graph (rewrite) → data (loading) → inference → topology → entropy → st
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass, field

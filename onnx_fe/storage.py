@@ -94,6 +94,17 @@ def is_complete_match(path: Path, params: dict) -> bool:
         return False
 
 
+def write_rows_csv(path: Path, cols: list[str], rows: list[dict]) -> None:
+    """Write dict rows as a CSV atomically (floats as repr, so they round-trip exactly)."""
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([repr(v) if isinstance(v, float) else v for v in (r.get(c, "") for c in cols)])
+    os.replace(tmp, path)
+
+
 def write_csv(h5_path: Path, csv_path: Path) -> None:
     """Write the tidy per layer × unit × class table atomically from a complete results file."""
     tmp = csv_path.with_name(csv_path.name + ".partial")
