@@ -68,7 +68,7 @@ def build(out: Path = OUT) -> dict:
         "description": "3-conv CNN (conv-relu, maxpool, conv-BN-relu, maxpool, conv-relu, "
                        "global avg pool, linear) trained on scikit-learn digits.",
         "dataset": {
-            "name": "sklearn-digits-32",
+            "name": "digits32",
             "source": "sklearn.datasets.load_digits (bundled, no download)",
             "construction": "values 0..16 scaled by 255/16, bilinear upsample 8x8->32x32 "
                             "(torch F.interpolate, align_corners=False), rounded to uint8",

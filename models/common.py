@@ -31,6 +31,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(2)
+    torch.set_flush_denormal(True)
 
 
 def rel(p: Path) -> str:
