@@ -333,21 +333,20 @@ def claim_trained_random(zoo: Zoo, out: list[str]) -> None:
         fig, axes = plt.subplots(2, len(groups), figsize=(3.6 * len(groups), 5.4), squeeze=False)
         for gi, group in enumerate(groups):
             conv, rand = zoo.get(group, "converged"), zoo.get(group, "random")
-            if rand is None:
-                continue
-            s_c = layer_stats(score(conv, zoo.data(conv, "test"), method, "test"))
-            s_r = layer_stats(score(rand, zoo.data(rand, "test"), method, "test"))
-            s_c, s_r = informative(s_c), informative(s_r)
-            fe_c, fe_r = unit_means(s_c, "fe"), unit_means(s_r, "fe")
-            br_c, br_r = unit_means(s_c, "br"), unit_means(s_r, "br")
-            rows.append([group, method, mean_std(fe_c), mean_std(fe_r), mean_std(br_c), mean_std(br_r),
-                         cohens_d(fe_c, fe_r)])
-            lower[method].append(float(np.mean(fe_c) < np.mean(fe_r)))
+            s_c = informative(layer_stats(score(conv, zoo.data(conv, "test"), method, "test")))
+            s_r = informative(layer_stats(score(rand, zoo.data(rand, "test"), method, "test"))) if rand else None
+            if s_r is not None:
+                fe_c, fe_r = unit_means(s_c, "fe"), unit_means(s_r, "fe")
+                br_c, br_r = unit_means(s_c, "br"), unit_means(s_r, "br")
+                rows.append([group, method, mean_std(fe_c), mean_std(fe_r), mean_std(br_c), mean_std(br_r),
+                             cohens_d(fe_c, fe_r)])
+                lower[method].append(float(np.mean(fe_c) < np.mean(fe_r)))
             x = np.arange(len(s_c))
             for ax, key, lab in ((axes[0, gi], "fe", "feature entropy"), (axes[1, gi], "br", "birth rate")):
                 ax.plot(x, [np.nanmean(s[key]) for s in s_c], "o-", label="converged")
-                ax.plot(x, [np.nanmean(s[key]) for s in s_r], "s--", label="random init")
-                ax.set_xticks(x)
+                if s_r is not None:
+                    ax.plot(x, [np.nanmean(s[key]) for s in s_r], "s--", label="random init")
+                ax.set_xticks(x, [str(s["index"]) for s in s_c])
                 ax.set_ylabel(lab)
                 if key == "fe":
                     ax.set_title(group)
@@ -358,7 +357,7 @@ def claim_trained_random(zoo: Zoo, out: list[str]) -> None:
             rho = spearman(np.arange(len(fe_layers)), fe_layers) if len(fe_layers) > 2 else float("nan")
             falls[method].append(rho)
             depth_rows.append([group, method, " → ".join(f"{v:.2f}" for v in fe_layers),
-                               " → ".join(f"{np.nanmean(s['fe']):.2f}" for s in s_r), rho])
+                               " → ".join(f"{np.nanmean(s['fe']):.2f}" for s in s_r) if s_r else "—", rho])
         fig.suptitle(f"Per-layer mean over units and classes, test split ({method})")
         fig.tight_layout()
         figs.append(savefig(fig, f"repro_depth_{method}.png"))

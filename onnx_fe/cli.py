@@ -75,7 +75,7 @@ def score(
     layers: Optional[List[str]] = LAYERS,
     method: str = typer.Option("cubical", "--method", "-m", help="cubical (default) or clique (the paper's construction)."),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="cubical: steps of the size-normalised filtration [100]."),
-    threshold: Optional[int] = typer.Option(None, "--threshold", help="Last step that counts as a birth point [50]."),
+    threshold: Optional[int] = typer.Option(None, "--threshold", help="Last step that counts as a birth point [cubical 75, clique 50]."),
     max_edge_density: Optional[float] = typer.Option(None, "--max-edge-density", help="clique: edge density cap [0.8]."),
     images_per_class: int = typer.Option(100, "--images-per-class", "-n", help="Images per class (chosen deterministically)."),
     classes: Optional[List[str]] = typer.Option(None, "--classes", help="Only these classes (comma-separated or repeated)."),

@@ -9,8 +9,8 @@ strictly increasing transform of the map, positive rescaling included. The
 birth point is the first filtration step at which an H1 class of positive
 persistence is born, measured as the fraction of the map's pixels that have
 entered, quantised into ``resolution`` steps: ``ceil(resolution * entered / H·W)``.
-Steps above ``threshold`` count as "no birth point" (0), like the reference's
-absolute threshold of 50 for the clique construction. See docs/method.md.
+Steps above ``threshold`` (default 75) count as "no birth point" (0), like the
+reference's absolute threshold of 50 for the clique construction. See docs/method.md.
 
 ``clique``: the paper's construction (flag complex of the symmetrised map),
 exact to the authors' reference; see :mod:`onnx_fe.clique`.
@@ -26,7 +26,7 @@ import numpy as np
 from .errors import OnnxFeError
 
 METHODS = ("cubical", "clique")
-CUBICAL_DEFAULTS = {"resolution": 100, "threshold": 50}
+CUBICAL_DEFAULTS = {"resolution": 100, "threshold": 75}  # threshold chosen in docs/reproduction.md
 CLIQUE_DEFAULTS = {"threshold": 50, "max_edge_density": 0.8}
 
 
@@ -101,7 +101,7 @@ def _cubical_batch(maps: np.ndarray, resolution: int, threshold: int) -> np.ndar
     return out
 
 
-def cubical_birth_point(m: np.ndarray, resolution: int = 100, threshold: int = 50) -> int:
+def cubical_birth_point(m: np.ndarray, resolution: int = 100, threshold: int = 75) -> int:
     """Birth point of one finite 2-D map (0 = none); see the module docstring."""
     return int(_cubical_batch(np.asarray(m, dtype=np.float64)[None], resolution, threshold)[0])
 
@@ -126,7 +126,7 @@ def birth_points(maps, method: str = "cubical", workers: int | None = 1, **param
     ``workers`` > 1 computes maps in threads; cripser releases the GIL so the
     cubical method scales, ripser does not (the clique method is fast enough
     on one thread). The result never depends on ``workers``. ``params`` are the method's parameters
-    (cubical: resolution=100, threshold=50; clique: threshold=50, max_edge_density=0.8).
+    (cubical: resolution=100, threshold=75; clique: threshold=50, max_edge_density=0.8).
     """
     p = method_params(method, **params)
     a = _as_maps(maps)

@@ -43,7 +43,7 @@ def test_diagonal_touches_do_not_close_a_hole():
     for i, j in [(1, 2), (2, 1), (2, 3), (3, 2)]:
         m[i, j] = 1
     assert cubical_birth_point(m, threshold=100) == int(np.ceil(100 * 24 / 25))
-    assert cubical_birth_point(m) == 0  # beyond the default threshold of 50
+    assert cubical_birth_point(m) == 0  # beyond the default threshold of 75
 
 
 def test_no_hole_maps_give_zero():
