@@ -18,64 +18,21 @@ from .errors import OnnxFeError  # noqa: E402
 from .topology import birth_points  # noqa: E402
 
 
-def score(*args, **kwargs):
-    from .pipeline import score as _score
-
-    return _score(*args, **kwargs)
-
-
-score.__doc__ = "See :func:`onnx_fe.pipeline.score`."
+# The heavier parts (onnx, onnxruntime, h5py) load on first use, so `import onnx_fe` stays light.
+_LAZY = {
+    "score": "pipeline", "inspect": "pipeline", "rank": "ranking", "load_rankings": "ranking",
+    "ablate": "ablation", "add_unit_masks": "ablation", "compare": "comparison",
+}
 
 
-def inspect(*args, **kwargs):
-    from .pipeline import inspect as _inspect
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
 
-    return _inspect(*args, **kwargs)
-
-
-def rank(*args, **kwargs):
-    from .ranking import rank as _rank
-
-    return _rank(*args, **kwargs)
-
-
-rank.__doc__ = "See :func:`onnx_fe.ranking.rank`."
-
-
-def load_rankings(*args, **kwargs):
-    from .ranking import load_rankings as _load
-
-    return _load(*args, **kwargs)
-
-
-load_rankings.__doc__ = "See :func:`onnx_fe.ranking.load_rankings`."
-
-
-def ablate(*args, **kwargs):
-    from .ablation import ablate as _ablate
-
-    return _ablate(*args, **kwargs)
-
-
-ablate.__doc__ = "See :func:`onnx_fe.ablation.ablate`."
-
-
-def add_unit_masks(*args, **kwargs):
-    from .ablation import add_unit_masks as _add
-
-    return _add(*args, **kwargs)
-
-
-add_unit_masks.__doc__ = "See :func:`onnx_fe.ablation.add_unit_masks`."
-
-
-def compare(*args, **kwargs):
-    from .comparison import compare as _compare
-
-    return _compare(*args, **kwargs)
-
-
-compare.__doc__ = "See :func:`onnx_fe.comparison.compare`."
+        obj = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = obj
+        return obj
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def betti_curve(m, method: str = "clique", **params):
