@@ -185,7 +185,6 @@ def compare_engines() -> None:
         print("giotto-ph not installed: skipped")
     try:
         import gudhi
-        from scipy.sparse import coo_matrix
 
         def gudhi_bars(i, j, v, n):
             st = gudhi.SimplexTree()

@@ -213,8 +213,6 @@ def part_demo():
 
 
 def part_data():
-    from PIL import Image  # noqa: F401
-
     xtr, ytr, xte, yte = digits()
     man = {"dataset": DS_DIGITS, "preprocessing": PRE_DIGITS, "per_class": PER_CLASS}
     for split, x, y in [("train", xtr, ytr), ("test", xte, yte)]:

@@ -15,8 +15,6 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "models"
 
-import numpy as np
-
 from models import common as C
 
 SEED = 0
