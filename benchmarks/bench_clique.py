@@ -173,10 +173,11 @@ def compare_engines() -> None:
     """Same flag filtrations through each installed engine (bars must agree)."""
     from onnx_fe.clique import _h1_bars, index_cap
 
+    from scipy.sparse import coo_matrix
+
     engines = {"ripser.py (pyRipser core)": lambda i, j, v, n: _h1_bars(i, j, v, n)}
     try:
         from gph import ripser_parallel
-        from scipy.sparse import coo_matrix
 
         engines["giotto-ph (1 thread)"] = lambda i, j, v, n: ripser_parallel(
             coo_matrix((v, (i, j)), shape=(n, n)), maxdim=1, metric="precomputed", n_threads=1
