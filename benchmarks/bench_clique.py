@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from onnx_fe.clique import clique_betti_curve, clique_birth_points  # noqa: E402
+from onnx_fe.topology.clique import clique_betti_curve, clique_birth_points  # noqa: E402
 
 SIZES = (7, 14, 28, 56, 112, 224)
 # The authors' reference implementation (Perseus-based), seconds per map.
@@ -171,9 +171,9 @@ def write_doc(table: str) -> Path:
 
 def compare_engines() -> None:
     """Same flag filtrations through each installed engine (bars must agree)."""
-    from onnx_fe.clique import _h1_bars, index_cap
-
     from scipy.sparse import coo_matrix
+
+    from onnx_fe.topology.clique import _h1_bars, index_cap
 
     engines = {"ripser.py (pyRipser core)": lambda i, j, v, n: _h1_bars(i, j, v, n)}
     try:

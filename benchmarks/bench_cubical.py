@@ -52,7 +52,9 @@ def main() -> str:
         maps = np.stack([relu_map(rng, n) for _ in range(64)])
         bare, ours = [], []
         for _ in range(3):  # alternate to share noise
-            bare.append(per_map(lambda ms: [cripser.computePH(m, maxdim=1, top_dim=True) for m in ms], [maps]) / len(maps))
+            bare.append(
+                per_map(lambda ms: [cripser.computePH(m, maxdim=1, top_dim=True) for m in ms], [maps]) / len(maps)
+            )
             ours.append(per_map(lambda ms: onnx_fe.birth_points(ms, workers=1), [maps]) / len(maps))
         b, o = min(bare), min(ours)
         rows.append((n, b * 1e3, o * 1e3, o / b))
@@ -64,8 +66,9 @@ def main() -> str:
     try:
         for w in (1, 2):
             t = time.perf_counter()
-            r = onnx_fe.score(ROOT / "models/demo/model.onnx", ROOT / "models/demo/data", tmp / f"w{w}", workers=w,
-                              device="cpu")
+            r = onnx_fe.score(
+                ROOT / "models/demo/model.onnx", ROOT / "models/demo/data", tmp / f"w{w}", workers=w, device="cpu"
+            )
             dt = time.perf_counter() - t
             pipe.append((w, dt, r))
             print(f"demo pipeline, {w} worker(s): {dt:.2f} s", flush=True)

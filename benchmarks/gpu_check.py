@@ -35,7 +35,9 @@ for (device, bs), (r, _) in runs.items():
     b = bps(r)
     report[f"{device}_b{bs}"]["identical_to_cpu_b64"] = all(np.array_equal(b[k], ref[k]) for k in ref)
     report[f"{device}_b{bs}"]["maps_differing_from_cpu"] = int(sum((b[k] != ref[k]).sum() for k in ref))
-    report[f"{device}_b{bs}"]["csv_identical_to_cpu_b64"] = r.scores_csv.read_bytes() == runs[("cpu", 64)][0].scores_csv.read_bytes()
+    report[f"{device}_b{bs}"]["csv_identical_to_cpu_b64"] = (
+        r.scores_csv.read_bytes() == runs[("cpu", 64)][0].scores_csv.read_bytes()
+    )
 cuda = [bps(runs[("cuda", bs)][0]) for bs in (1, 7, 64)]
 report["cuda_batch_size_independent"] = all(np.array_equal(c[k], cuda[0][k]) for c in cuda for k in ref)
 print(json.dumps(report, indent=1))

@@ -4,6 +4,7 @@ Everything here is deterministic given a seed: data come from scikit-learn's
 bundled ``load_digits`` or are generated procedurally (see ``shapes.py``).
 Nothing is downloaded.  torch is only needed to *build* models, never to score.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,9 +75,7 @@ def load_digits_uint8(size: int = 32):
     up = F.interpolate(xt, size=(size, size), mode="bilinear", align_corners=False)
     x_u8 = up.squeeze(1).round().clamp(0, 255).to(torch.uint8).numpy()
     idx = np.arange(len(y))
-    tr, te = train_test_split(
-        idx, test_size=DIGITS_TEST_SIZE, random_state=DIGITS_SPLIT_SEED, stratify=y
-    )
+    tr, te = train_test_split(idx, test_size=DIGITS_TEST_SIZE, random_state=DIGITS_SPLIT_SEED, stratify=y)
     tr, te = np.sort(tr), np.sort(te)
     return x_u8[tr], y[tr], x_u8[te], y[te]
 
@@ -84,8 +83,9 @@ def load_digits_uint8(size: int = 32):
 # --------------------------------------------------------------------------- #
 # image folders
 # --------------------------------------------------------------------------- #
-def save_image_folder(root: Path, x_u8: np.ndarray, y: np.ndarray, per_class: int,
-                      seed: int = 0, class_names=None) -> dict:
+def save_image_folder(
+    root: Path, x_u8: np.ndarray, y: np.ndarray, per_class: int, seed: int = 0, class_names=None
+) -> dict:
     """Save up to ``per_class`` images of each class as PNGs under root/<class>/<i>.png.
 
     x_u8: [N, H, W] (grey) or [N, H, W, 3] (RGB) uint8.  The first ``per_class``
@@ -119,8 +119,9 @@ def load_image_folder(root: Path, color: str = "gray"):
     from PIL import Image
 
     root = Path(root)
-    classes = sorted([p.name for p in root.iterdir() if p.is_dir()],
-                     key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else s))
+    classes = sorted(
+        [p.name for p in root.iterdir() if p.is_dir()], key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else s)
+    )
     xs, ys = [], []
     for ci, c in enumerate(classes):
         files = sorted((root / c).glob("*.png"), key=lambda p: int(p.stem))
@@ -149,16 +150,30 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch: int = 500) -> float:
     correct = 0
     with torch.no_grad():
         for i in range(0, len(y), batch):
-            xb = torch.from_numpy(x[i:i + batch])
+            xb = torch.from_numpy(x[i : i + batch])
             pred = model(xb).argmax(1).numpy()
-            correct += int((pred == y[i:i + batch]).sum())
+            correct += int((pred == y[i : i + batch]).sum())
     return correct / len(y)
 
 
-def train(model, x_tr: np.ndarray, y_tr: np.ndarray, *, epochs: int, seed: int,
-          lr: float = 1e-3, batch_size: int = 64, weight_decay: float = 0.0,
-          augment=None, x_te=None, y_te=None, on_epoch_end=None, log_prefix="",
-          optimizer: str = "adam", lr_schedule: str = "cosine") -> list[dict]:
+def train(
+    model,
+    x_tr: np.ndarray,
+    y_tr: np.ndarray,
+    *,
+    epochs: int,
+    seed: int,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    weight_decay: float = 0.0,
+    augment=None,
+    x_te=None,
+    y_te=None,
+    on_epoch_end=None,
+    log_prefix="",
+    optimizer: str = "adam",
+    lr_schedule: str = "cosine",
+) -> list[dict]:
     """Simple deterministic mini-batch training loop. Returns per-epoch history.
 
     augment: optional callable(torch.Tensor batch, torch.Generator) -> batch.
@@ -171,13 +186,11 @@ def train(model, x_tr: np.ndarray, y_tr: np.ndarray, *, epochs: int, seed: int,
     if optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     else:
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9,
-                              weight_decay=weight_decay)
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     steps_per_epoch = (len(y_tr) + batch_size - 1) // batch_size
     total = epochs * steps_per_epoch
     if lr_schedule == "cosine":
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, total) / total)))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, total) / total)))
     else:
         sched = None
     xt = torch.from_numpy(x_tr)
@@ -189,7 +202,7 @@ def train(model, x_tr: np.ndarray, y_tr: np.ndarray, *, epochs: int, seed: int,
         perm = torch.randperm(len(yt), generator=g)
         tot_loss, tot_n, tot_c = 0.0, 0, 0
         for i in range(0, len(yt), batch_size):
-            idx = perm[i:i + batch_size]
+            idx = perm[i : i + batch_size]
             xb, yb = xt[idx], yt[idx]
             if augment is not None:
                 xb = augment(xb, g)
@@ -203,15 +216,22 @@ def train(model, x_tr: np.ndarray, y_tr: np.ndarray, *, epochs: int, seed: int,
             tot_loss += loss.item() * len(yb)
             tot_n += len(yb)
             tot_c += int((out.argmax(1) == yb).sum())
-        entry = {"epoch": ep, "train_loss": tot_loss / tot_n,
-                 "train_acc_running": tot_c / tot_n, "seconds": round(time.time() - t0, 2)}
+        entry = {
+            "epoch": ep,
+            "train_loss": tot_loss / tot_n,
+            "train_acc_running": tot_c / tot_n,
+            "seconds": round(time.time() - t0, 2),
+        }
         if x_te is not None:
             entry["test_acc"] = evaluate(model, x_te, y_te)
         hist.append(entry)
-        print(f"{log_prefix}epoch {ep:3d} loss {entry['train_loss']:.4f} "
-              f"run-acc {entry['train_acc_running']:.4f}"
-              + (f" test {entry['test_acc']:.4f}" if "test_acc" in entry else "")
-              + f" ({entry['seconds']}s)", flush=True)
+        print(
+            f"{log_prefix}epoch {ep:3d} loss {entry['train_loss']:.4f} "
+            f"run-acc {entry['train_acc_running']:.4f}"
+            + (f" test {entry['test_acc']:.4f}" if "test_acc" in entry else "")
+            + f" ({entry['seconds']}s)",
+            flush=True,
+        )
         if on_epoch_end is not None:
             on_epoch_end(ep, model, entry)
     model.eval()
@@ -233,8 +253,13 @@ def export_onnx(model, path: Path, in_shape, *, input_name="input", output_name=
     model.eval()
     dummy = torch.zeros((1,) + tuple(in_shape), dtype=torch.float32)
     torch.onnx.export(
-        model, (dummy,), str(path), dynamo=False, opset_version=OPSET,
-        input_names=[input_name], output_names=[output_name],
+        model,
+        (dummy,),
+        str(path),
+        dynamo=False,
+        opset_version=OPSET,
+        input_names=[input_name],
+        output_names=[output_name],
         dynamic_axes={input_name: {0: "N"}, output_name: {0: "N"}},
         do_constant_folding=True,
         training=torch.onnx.TrainingMode.PRESERVE,
@@ -256,7 +281,7 @@ def onnx_logits(path: Path, x: np.ndarray, batch: int = 500) -> np.ndarray:
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    outs = [sess.run(None, {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)]
+    outs = [sess.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
     return np.concatenate(outs)
 
 
@@ -278,5 +303,9 @@ def onnx_summary(path: Path) -> dict:
     ops = {}
     for n in m.graph.node:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
-    return {"opset": m.opset_import[0].version, "ir_version": m.ir_version,
-            "ops": ops, "bytes": Path(path).stat().st_size}
+    return {
+        "opset": m.opset_import[0].version,
+        "ir_version": m.ir_version,
+        "ops": ops,
+        "bytes": Path(path).stat().st_size,
+    }

@@ -12,6 +12,7 @@ it into NHWC for the Keras Conv2D / MaxPooling2D layers ('same' padding == torch
 padding=1 for 3x3 stride 1).  Conv kernels are transposed OIHW -> HWIO; the first
 Dense kernel is permuted from torch's CHW flatten order to Keras' HWC order.
 """
+
 from __future__ import annotations
 
 import json
@@ -82,8 +83,11 @@ def main(weights_path: str, out_path: str, cfg_json: str) -> None:
     # self-check inside TF: keras vs its own onnx graph is checked by the caller
     x = np.random.default_rng(0).random((4, c_in, cfg["in_size"], cfg["in_size"]), dtype=np.float32)
     print("[keras] keras logits sample:", np.round(model(x).numpy()[0, :4], 4).tolist(), flush=True)
-    print(f"[keras] wrote {out_path} (tensorflow {tf.__version__}, keras {keras.__version__}, "
-          f"tf2onnx {tf2onnx.__version__})", flush=True)
+    print(
+        f"[keras] wrote {out_path} (tensorflow {tf.__version__}, keras {keras.__version__}, "
+        f"tf2onnx {tf2onnx.__version__})",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

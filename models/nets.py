@@ -1,12 +1,14 @@
 """Network definitions for the zoo (torch; only needed to build)."""
+
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
 
-def vgg(in_ch: int, widths, n_classes: int = 10, in_size: int = 32, bn: bool = False,
-        hidden: int = 0, init: str = "kaiming") -> nn.Sequential:
+def vgg(
+    in_ch: int, widths, n_classes: int = 10, in_size: int = 32, bn: bool = False, hidden: int = 0, init: str = "kaiming"
+) -> nn.Sequential:
     """VGG-style: per block Conv3x3(pad 1)[-BN]-ReLU-MaxPool2; then Flatten-[Linear-ReLU]-Linear.
 
     init="kaiming": conv weights kaiming_normal_(mode="fan_out", nonlinearity="relu"), conv
@@ -44,8 +46,7 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU()
         self.short = None
         if stride != 1 or cin != cout:
-            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
-                                       nn.BatchNorm2d(cout))
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
@@ -59,8 +60,9 @@ class SmallResNet(nn.Module):
 
     def __init__(self, in_ch: int = 3, widths=(16, 32, 64, 128), n_classes: int = 10):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_ch, widths[0], 3, stride=2, padding=1, bias=False),
-                                  nn.BatchNorm2d(widths[0]), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_ch, widths[0], 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
         blocks, c = [], widths[0]
         for i, w in enumerate(widths):
             blocks.append(BasicBlock(c, w, 1 if i == 0 else 2))
@@ -84,7 +86,7 @@ def random_shift_flip(pad: int = 4, flip: bool = True):
         xp = torch.nn.functional.pad(xb, (pad, pad, pad, pad), mode="reflect")
         ox = torch.randint(0, 2 * pad + 1, (n,), generator=g)
         oy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-        out = torch.stack([xp[i, :, oy[i]:oy[i] + h, ox[i]:ox[i] + w] for i in range(n)])
+        out = torch.stack([xp[i, :, oy[i] : oy[i] + h, ox[i] : ox[i] + w] for i in range(n)])
         if flip:
             f = torch.rand(n, generator=g) < 0.5
             out[f] = out[f].flip(-1)

@@ -9,12 +9,23 @@ Classes (index_name):
   0_circle 1_square 2_triangle 3_cross 4_ring 5_hstripes 6_vstripes 7_checker
   8_plus 9_diagonal
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-CLASS_NAMES = ["0_circle", "1_square", "2_triangle", "3_cross", "4_ring",
-               "5_hstripes", "6_vstripes", "7_checker", "8_plus", "9_diagonal"]
+CLASS_NAMES = [
+    "0_circle",
+    "1_square",
+    "2_triangle",
+    "3_cross",
+    "4_ring",
+    "5_hstripes",
+    "6_vstripes",
+    "7_checker",
+    "8_plus",
+    "9_diagonal",
+]
 SIZE = 64
 N_TRAIN = 6000
 N_TEST = 1000

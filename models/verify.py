@@ -3,6 +3,7 @@ is a single self-contained file, and classifies its PNG folders (PNG/255, NCHW).
 
     python -m models.verify            # needs numpy, onnx, onnxruntime, pillow only
 """
+
 from __future__ import annotations
 
 import json

@@ -13,15 +13,19 @@ Python API::
 
 __version__ = "0.1.0"
 
-from .entropy import FeatureEntropy, feature_entropy  # noqa: E402
-from .errors import OnnxFeError  # noqa: E402
-from .topology import birth_points  # noqa: E402
-
+from .errors import OnnxFeError
+from .scores.entropy import FeatureEntropy, feature_entropy
+from .topology import birth_points
 
 # The heavier parts (onnx, onnxruntime, h5py) load on first use, so `import onnx_fe` stays light.
 _LAZY = {
-    "score": "pipeline", "inspect": "pipeline", "rank": "ranking", "load_rankings": "ranking",
-    "ablate": "ablation", "add_unit_masks": "ablation", "compare": "comparison",
+    "score": "experiments.score",
+    "inspect": "experiments.score",
+    "rank": "scores.ranking",
+    "load_rankings": "scores.ranking",
+    "ablate": "experiments.ablate",
+    "add_unit_masks": "model.masks",
+    "compare": "experiments.compare",
 }
 
 
@@ -39,9 +43,22 @@ def betti_curve(m, method: str = "clique", **params):
     """β1 curve of one map (clique construction; row r = filtration index r + 1)."""
     if method != "clique":
         raise ValueError("betti_curve supports method='clique'")
-    from .clique import clique_betti_curve
+    from .topology.clique import clique_betti_curve
 
     return clique_betti_curve(m, **params)
 
 
-__all__ = ["score", "inspect", "rank", "load_rankings", "ablate", "add_unit_masks", "compare", "birth_points", "feature_entropy", "betti_curve", "FeatureEntropy", "OnnxFeError"]
+__all__ = [
+    "score",
+    "inspect",
+    "rank",
+    "load_rankings",
+    "ablate",
+    "add_unit_masks",
+    "compare",
+    "birth_points",
+    "feature_entropy",
+    "betti_curve",
+    "FeatureEntropy",
+    "OnnxFeError",
+]

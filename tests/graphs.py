@@ -58,8 +58,13 @@ class G:
 
     def bn(self):
         c = self.c
-        ins = [self.cur, self.const(self.rng.uniform(0.5, 1.5, c), "g"), self.const(self.rng.normal(0, 0.1, c), "be"),
-               self.const(self.rng.normal(0, 0.1, c), "m"), self.const(self.rng.uniform(0.5, 1.5, c), "v")]
+        ins = [
+            self.cur,
+            self.const(self.rng.uniform(0.5, 1.5, c), "g"),
+            self.const(self.rng.normal(0, 0.1, c), "be"),
+            self.const(self.rng.normal(0, 0.1, c), "m"),
+            self.const(self.rng.uniform(0.5, 1.5, c), "v"),
+        ]
         self.cur = self.node("BatchNormalization", ins, epsilon=1e-5)
 
     def affine(self):  # BN folded by TF/Keras exporters into Mul + Add
@@ -112,10 +117,14 @@ class G:
 def simple_cnn(seed=0, in_shape=(None, 3, 16, 16), n_classes=4, **kw) -> onnx.ModelProto:
     """conv-relu, conv-bn-relu, pool, conv-relu, GAP head."""
     g = G(in_shape, seed=seed, **kw)
-    g.conv(4, name="conv1"); g.act("relu")
-    g.conv(6, bias=False, name="conv2"); g.bn(); g.act("relu")
+    g.conv(4, name="conv1")
+    g.act("relu")
+    g.conv(6, bias=False, name="conv2")
+    g.bn()
+    g.act("relu")
     g.pool()
-    g.conv(8, name="conv3"); g.act("relu")
+    g.conv(8, name="conv3")
+    g.act("relu")
     g.head(n_classes)
     return g.model()
 

@@ -25,8 +25,13 @@ def test_every_zoo_model_is_inspectable_and_scorable(entry):
 def _scores(model, data, out, method):
     r = onnx_fe.score(model, data, out, method=method, images_per_class=6, device="cpu")
     with h5py.File(r.results_h5) as f:
-        return {f["layers"][k].attrs["chain"] + k: (f["layers"][k]["birth_points"][()],
-                                                    f["layers"][k]["feature_entropy"][()]) for k in f["layers"]}
+        return {
+            f["layers"][k].attrs["chain"] + k: (
+                f["layers"][k]["birth_points"][()],
+                f["layers"][k]["feature_entropy"][()],
+            )
+            for k in f["layers"]
+        }
 
 
 @pytest.mark.parametrize("method", ["cubical", "clique"])

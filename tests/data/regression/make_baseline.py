@@ -23,10 +23,16 @@ ROOT = HERE.parents[2]
 # name → (model, data, score keyword arguments); small enough for CI, covering both methods and a residual net
 RUNS = {
     "demo_cubical": ("models/demo/model.onnx", "models/demo/data", {"method": "cubical"}),
-    "digits_vgg_clique": ("models/digits_vgg/converged/model.onnx", "models/data/digits/test",
-                          {"method": "clique", "images_per_class": 8}),
-    "shapes_resnet_cubical": ("models/shapes_resnet/converged/model.onnx", "models/data/shapes/test",
-                              {"method": "cubical", "images_per_class": 8}),
+    "digits_vgg_clique": (
+        "models/digits_vgg/converged/model.onnx",
+        "models/data/digits/test",
+        {"method": "clique", "images_per_class": 8},
+    ),
+    "shapes_resnet_cubical": (
+        "models/shapes_resnet/converged/model.onnx",
+        "models/data/shapes/test",
+        {"method": "cubical", "images_per_class": 8},
+    ),
 }
 
 

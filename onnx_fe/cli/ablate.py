@@ -1,0 +1,139 @@
+"""`onnx-fe ablate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .app import (
+    BATCH,
+    COLOR,
+    DEVICE,
+    INPUT_SIZE,
+    LAYOUT,
+    QUIET,
+    VERBOSE,
+    _console,
+    _fmt,
+    _log,
+    _set_verbosity,
+    _split_list,
+    _verbosity,
+    app,
+)
+
+
+@app.command()
+def ablate(
+    model: Path = typer.Argument(..., help="ONNX model file (first output: logits or probabilities, (N, classes))."),
+    data: Path = typer.Argument(..., help="Labelled data: ImageFolder or .npz; class index k must be output index k."),
+    ranking: Optional[Path] = typer.Option(
+        None,
+        "--ranking",
+        "-r",
+        help="A ranking CSV/JSON from `onnx-fe rank`, or a results directory (rankings are then computed for --by).",
+    ),
+    layer: Optional[List[str]] = typer.Option(
+        None,
+        "--layer",
+        "-l",
+        help="Layer(s) to ablate, each on its own: index, name or glob (default: the last ranked layer).",
+    ),
+    steps: Optional[int] = typer.Option(
+        None,
+        "--steps",
+        "-s",
+        help="Evaluate at this many evenly spaced numbers of removed units (default: every unit).",
+    ),
+    by: Optional[List[str]] = typer.Option(
+        None,
+        "--by",
+        help="Indicators to compare, comma-separated or repeated "
+        "(default: feature_entropy, mean_activation, apoz, weight_l1, random).",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random ranking."),
+    random_repeats: int = typer.Option(
+        1, "--random-repeats", help="Random rankings (seeds seed, seed+1, …) to average."
+    ),
+    images_per_class: Optional[int] = typer.Option(
+        None, "--images-per-class", "-n", help="Images per class (default: all)."
+    ),
+    input_size: Optional[str] = INPUT_SIZE,
+    scale: Optional[float] = typer.Option(
+        None, "--scale", help="Pixel scale (default: the ranking's scoring run's, else 1/255)."
+    ),
+    mean: Optional[str] = typer.Option(None, "--mean", help="Mean to subtract (default: the scoring run's, else 0)."),
+    std: Optional[str] = typer.Option(None, "--std", help="Std to divide by (default: the scoring run's, else 1)."),
+    color: Optional[str] = COLOR,
+    layout: str = LAYOUT,
+    batch_size: int = BATCH,
+    device: str = DEVICE,
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Output directory (default: onnx-fe-results/<model name>/ablation)."
+    ),
+    no_plot: bool = typer.Option(False, "--no-plot", help="Do not draw ablation.png (no matplotlib needed)."),
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+):
+    """Cumulative ablation: zero ranked units (graph rewrite) and plot accuracy vs units removed."""
+    from rich.table import Table
+
+    from ..data import parse_floats, parse_size
+    from ..experiments.ablate import ablate as run_ablate
+
+    _set_verbosity(quiet, verbose)
+    res = run_ablate(
+        model,
+        data,
+        ranking,
+        output,
+        layers=layer,
+        steps=steps,
+        by=_split_list(by),
+        seed=seed,
+        random_repeats=random_repeats,
+        images_per_class=images_per_class,
+        input_size=parse_size(input_size),
+        layout=layout,
+        color=color,
+        scale=scale,
+        mean=parse_floats(mean, "--mean"),
+        std=parse_floats(std, "--std"),
+        batch_size=batch_size,
+        device=device,
+        plot=not no_plot,
+        progress=not _verbosity["quiet"],
+        log=_log,
+    )
+    if _verbosity["quiet"]:
+        return
+    b = res.baseline
+    t = Table(
+        title=f"cumulative ablation — unablated top-1 {b['top1']:.4f} on {b['n_images']} images "
+        "(AUC = mean top-1 over the fraction of units removed)"
+    )
+    for col in (
+        "#",
+        "layer",
+        "indicator",
+        "AUC most important first",
+        "AUC least important first",
+        "gap",
+        "top-1 at half removed (most / least first)",
+    ):
+        t.add_column(col, justify="left" if col in ("layer", "indicator") else "right")
+    for s in res.summary:
+        t.add_row(
+            str(s["layer_index"]),
+            s["layer"],
+            s["by"] + (f" ×{s['repeats']}" if s["repeats"] > 1 else ""),
+            _fmt(s["auc_top1_most_first"]),
+            _fmt(s["auc_top1_least_first"]),
+            _fmt(s["auc_gap"]),
+            f"{_fmt(s['top1_half_removed_most_first'])} / {_fmt(s['top1_half_removed_least_first'])}",
+        )
+    c = _console()
+    c.print(t)
+    c.print(f"wrote {res.csv}, {res.summary_csv}" + (f" and {res.png}" if res.png else ""))

@@ -1,0 +1,117 @@
+"""The Typer application, shared options, output helpers and the entry point that turns errors into one line."""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import typer
+
+from ..errors import OnnxFeError
+
+try:  # typer >= 0.20 vendors click
+    from typer.exceptions import TyperException as _UsageError
+except ImportError:  # older typer re-uses click
+    from click.exceptions import ClickException as _UsageError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Feature entropy of every convolutional unit of an ONNX CNN (Zhao & Zhang, ICLR 2022).",
+)
+
+_verbosity = {"quiet": False, "verbose": False}
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(f"onnx-fe: error: {msg}\n")
+
+
+def _info(msg: str) -> None:
+    if not _verbosity["quiet"]:
+        sys.stderr.write(msg + "\n")
+
+
+def _debug(msg: str) -> None:
+    if _verbosity["verbose"] and not _verbosity["quiet"]:
+        sys.stderr.write(msg + "\n")
+
+
+LAYERS = typer.Option(None, "--layers", "-l", help="Layers to score: index, name or glob; comma-separated or repeated.")
+INPUT_SIZE = typer.Option(
+    None, "--input-size", help="HxW to resize images to; required when the model's spatial dims are dynamic."
+)
+LAYOUT = typer.Option("auto", "--layout", help="Model input layout: auto, nchw or nhwc.")
+COLOR = typer.Option(None, "--color", help="rgb, bgr or gray (default: from the model's channel count).")
+DEVICE = typer.Option("auto", "--device", help="auto (CUDA if it really loads, else CPU), cpu or cuda.")
+SCALE = typer.Option(1 / 255, "--scale", help="Pixel scale before mean/std.")
+MEAN = typer.Option(None, "--mean", help="Mean to subtract: one value or one per channel, comma-separated.")
+STD = typer.Option(None, "--std", help="Std to divide by: one value or one per channel.")
+SEED = typer.Option(0, "--seed", help="Seed of the per-class image choice.")
+BATCH = typer.Option(32, "--batch-size", "-b", help="Images per inference batch.")
+WORKERS = typer.Option(None, "--workers", "-j", help="Threads for birth points [all cores].")
+QUIET = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")
+VERBOSE = typer.Option(False, "--verbose", "-v", help="Say more about what is done.")
+
+
+def _set_verbosity(quiet: bool, verbose: bool) -> None:
+    _verbosity["quiet"] |= quiet
+    _verbosity["verbose"] |= verbose
+
+
+@app.callback()
+def _root(
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+):
+    _verbosity["quiet"], _verbosity["verbose"] = quiet, verbose
+
+
+def _split_list(values: Optional[List[str]]) -> Optional[List[str]]:
+    if not values:
+        return None
+    return [s.strip() for v in values for s in v.split(",") if s.strip()]
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False, width=max(120, Console().width))
+
+
+def _log(msg: str) -> None:
+    """Warnings and notes are shown unless --quiet; the rest only with --verbose."""
+    (_info if msg.startswith(("warning", "note")) else _debug)(msg)
+
+
+def _fmt(v: float, digits: int = 3) -> str:
+    return "n/a" if v is None or v != v else f"{v:.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: every error is one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        rv = app(args=argv, standalone_mode=False, prog_name="onnx-fe")
+        return rv if isinstance(rv, int) else 0
+    except OnnxFeError as e:
+        _err(str(e))
+        return 2
+    except typer.Exit as e:
+        return e.exit_code
+    except _UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `onnx-fe`: help was asked for in effect
+            sys.stderr.write(e.format_message() + "\n")
+            return 0
+        _err(e.format_message())
+        return 2
+    except (KeyboardInterrupt, typer.Abort):
+        _err("interrupted; no result was completed (run the same command again to resume)")
+        return 130
+    except MemoryError:
+        _err("out of memory; try a smaller --batch-size")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

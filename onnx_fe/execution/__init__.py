@@ -1,0 +1,1 @@
+"""Execution: how units of work run (local threads or processes now, Dask later)."""

@@ -1,0 +1,1 @@
+"""Experiments: a whole run of one kind (score, ablate, compare), built from the stages."""

@@ -1,0 +1,1 @@
+"""Stage 6 — storage: the HDF5 results file and CSV tables."""

@@ -1,0 +1,315 @@
+"""Stage 1 — graph: find the convolutional units of an ONNX model and expose them.
+
+A *layer* is a ``Conv`` node; a *unit* is one output channel. The unit's map is
+taken at the end of the conv's "chain": an optional bias ``Add``, a
+``BatchNormalization`` or affine ``Mul``/``Add``/``Sub``/``Div`` by a constant,
+and the activation (plain ops such as ``Relu`` or ``Clip``, and gated ones such
+as SiLU = ``x * Sigmoid(x)`` or a decomposed HardSwish
+``x * Clip(x + 3, 0, 6) / 6``). The chain is followed only while each tensor
+has a single consumer (gated activations excepted, whose two branches must meet
+again), so a residual ``Add`` or a branch point ends it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ..errors import OnnxFeError
+
+# Element-wise ops with a single data input that keep a unit's spatial map.
+ACTIVATIONS = {
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Clip",
+    "Sigmoid",
+    "HardSigmoid",
+    "Tanh",
+    "HardSwish",
+    "Softplus",
+    "Softsign",
+    "Gelu",
+    "Mish",
+    "ThresholdedRelu",
+    "Swish",
+}
+AFFINE = {"Add", "Sub", "Mul", "Div"}
+NORMS = {"BatchNormalization"}
+# Ops allowed inside the non-identity branch of a gated activation.
+GATE_OPS = ACTIVATIONS | AFFINE
+
+CONSTANT_PRODUCERS = {"Constant", "ConstantOfShape"}
+
+
+@dataclass
+class ConvUnit:
+    """One Conv layer and the tensor at the end of its chain (the tap)."""
+
+    index: int
+    name: str
+    conv_node: str
+    tap: str
+    chain: list[str]
+    channels: int | None = None
+    height: int | None = None
+    width: int | None = None
+    weight: str | None = None
+    reason: str | None = None  # why not scorable, None when scorable
+
+    @property
+    def scorable(self) -> bool:
+        return self.reason is None
+
+    @property
+    def chain_str(self) -> str:
+        return "→".join(self.chain)
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    model: onnx.ModelProto
+    sha256: str
+    input_name: str
+    input_shape: list  # ints or None for dynamic dims
+    input_elem_type: int
+    units: list[ConvUnit] = field(default_factory=list)
+
+
+def _hash_files(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def load_model(path: str | os.PathLike) -> LoadedModel:
+    """Load an ONNX model with its external data; refuse bad files with one clear line."""
+    path = Path(path)
+    if not path.exists():
+        raise OnnxFeError(f"model not found: {path}")
+    if path.is_dir():
+        raise OnnxFeError(f"model path is a directory, expected an .onnx file: {path}")
+    try:
+        # Read the graph without weights first, to know which side files exist.
+        skeleton = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf raises a variety of errors on corrupt files
+        raise OnnxFeError(
+            f"cannot read ONNX model {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'corrupt file'}"
+        ) from None
+    side = []
+    for t in list(skeleton.graph.initializer):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            for kv in t.external_data:
+                if kv.key == "location":
+                    f = path.parent / kv.value
+                    if not f.exists():
+                        raise OnnxFeError(f"external weights file missing for {path.name}: {f}")
+                    if f not in side:
+                        side.append(f)
+    try:
+        model = onnx.load(str(path), load_external_data=True) if side else skeleton
+    except Exception as e:
+        raise OnnxFeError(f"cannot read external weights of {path}: {e}") from None
+    if len(model.graph.node) == 0:
+        raise OnnxFeError(f"ONNX model has an empty graph: {path}")
+    init_names = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in init_names]
+    if len(inputs) != 1:
+        raise OnnxFeError(
+            f"onnx-fe supports models with exactly one image input; {path.name} has {len(inputs)}: "
+            + ", ".join(i.name for i in inputs)
+        )
+    inp = inputs[0]
+    tt = inp.type.tensor_type
+    dims = []
+    for d in tt.shape.dim:
+        dims.append(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None)
+    if len(dims) != 4:
+        raise OnnxFeError(f"model input {inp.name!r} has rank {len(dims)}; an image model with a 4-D input is expected")
+    lm = LoadedModel(
+        path=path,
+        model=model,
+        sha256=_hash_files([path] + side),
+        input_name=inp.name,
+        input_shape=dims,
+        input_elem_type=tt.elem_type,
+    )
+    lm.units = find_units(model)
+    return lm
+
+
+def _is_constant(name: str, producers: dict, init_names: set) -> bool:
+    if name == "" or name in init_names:
+        return True
+    node = producers.get(name)
+    if node is None:
+        return False
+    if node.op_type in CONSTANT_PRODUCERS:
+        return True
+    # Identity/Cast/Reshape/Unsqueeze of a constant (Paddle and TF exporters do this).
+    if node.op_type in {"Identity", "Cast", "Reshape", "Unsqueeze", "Squeeze"}:
+        return all(_is_constant(i, producers, init_names) for i in node.input)
+    return False
+
+
+def _data_inputs(node, producers, init_names) -> list[str]:
+    return [i for i in node.input if not _is_constant(i, producers, init_names)]
+
+
+def find_units(model: onnx.ModelProto) -> list[ConvUnit]:
+    """List every Conv node with the tensor at the end of its chain, in graph order."""
+    g = model.graph
+    init_names = {t.name for t in g.initializer}
+    producers = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for i in set(n.input):
+            consumers.setdefault(i, []).append(n)
+    graph_outputs = {o.name for o in g.output}
+
+    def single_data_consumer(t):
+        cs = consumers.get(t, [])
+        if len(cs) != 1 or t in graph_outputs:
+            return None
+        return cs[0]
+
+    def gated_end(t):
+        """If t feeds a gated activation t * f(t), return (ops, output) of its end."""
+        cs = consumers.get(t, [])
+        if len(cs) != 2 or t in graph_outputs:
+            return None
+        muls = [c for c in cs if c.op_type == "Mul" and list(c.input).count(t) == 1]
+        for m in muls:
+            node, inp, ops = (cs[0] if cs[1] is m else cs[1]), t, []
+            for _ in range(6):
+                if node.op_type not in GATE_OPS or _data_inputs(node, producers, init_names) != [inp]:
+                    break
+                ops.append(node.op_type)
+                inp = node.output[0]
+                nxt = single_data_consumer(inp)
+                if nxt is m:
+                    return ["·".join(ops) + "·Mul"], m.output[0]
+                if nxt is None:
+                    break
+                node = nxt
+        return None
+
+    units: list[ConvUnit] = []
+    for node in g.node:
+        if node.op_type != "Conv":
+            continue
+        idx = len(units)
+        name = node.name or node.output[0]
+        chain = ["Conv"]
+        t = node.output[0]
+        while True:
+            nxt = single_data_consumer(t)
+            if nxt is not None:
+                op = nxt.op_type
+                data = _data_inputs(nxt, producers, init_names)
+                if op in ACTIVATIONS or op in NORMS:
+                    if data and data[0] == t and len(data) == 1:
+                        chain.append(op)
+                        t = nxt.output[0]
+                        continue
+                elif op in AFFINE and data == [t]:
+                    # only "t / c" and "t - c" keep the order of values; "c / t" does not.
+                    if op in ("Div", "Sub") and nxt.input[0] != t:
+                        break
+                    chain.append(op)
+                    t = nxt.output[0]
+                    continue
+                break
+            ge = gated_end(t)
+            if ge is not None:
+                chain.extend(ge[0])
+                t = ge[1]
+                continue
+            break
+        units.append(
+            ConvUnit(
+                index=idx,
+                name=name,
+                conv_node=node.name,
+                tap=t,
+                chain=chain,
+                weight=node.input[1] if len(node.input) > 1 else None,
+            )
+        )
+    return units
+
+
+def select_units(units: list[ConvUnit], layers: list[str] | None) -> list[ConvUnit]:
+    """Select scorable units by index, exact name, or glob; None selects all scorable."""
+    scorable = [u for u in units if u.scorable]
+    if not layers:
+        if not scorable:
+            raise OnnxFeError("the model has no scorable Conv layer (none with a spatial output)")
+        return scorable
+    chosen: dict[int, ConvUnit] = {}
+    for spec in layers:
+        for item in [s.strip() for s in spec.split(",") if s.strip()]:
+            hits = []
+            if item.lstrip("-").isdigit():
+                i = int(item)
+                hits = [u for u in units if u.index == i]
+            else:
+                hits = [u for u in units if u.name == item] or [u for u in units if fnmatch.fnmatchcase(u.name, item)]
+            if not hits:
+                raise OnnxFeError(f"--layers {item!r} matches no Conv layer (see `onnx-fe inspect`)")
+            for u in hits:
+                if not u.scorable:
+                    if item.lstrip("-").isdigit() or item == u.name:
+                        raise OnnxFeError(f"layer {u.index} {u.name!r} is not scorable: {u.reason}")
+                    continue
+                chosen[u.index] = u
+    if not chosen:
+        raise OnnxFeError("--layers selects no scorable Conv layer")
+    return [chosen[i] for i in sorted(chosen)]
+
+
+def expose(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
+    """Return a copy of the model whose graph also outputs the given tensors."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    existing = {o.name for o in m.graph.output}
+    elem = {}
+    for vi in list(m.graph.value_info) + list(m.graph.output):
+        elem[vi.name] = vi.type.tensor_type.elem_type
+    for t in tensors:
+        if t in existing:
+            continue
+        m.graph.output.append(helper.make_tensor_value_info(t, elem.get(t, onnx.TensorProto.FLOAT), None))
+        existing.add(t)
+    return m
+
+
+def conv_weight_l1(model: onnx.ModelProto, unit: ConvUnit) -> np.ndarray | None:
+    """L1 norm of each output filter of the unit's Conv weight (None if not a constant)."""
+    if unit.weight is None:
+        return None
+    for t in model.graph.initializer:
+        if t.name == unit.weight:
+            w = onnx.numpy_helper.to_array(t).astype(np.float64)
+            return np.abs(w.reshape(w.shape[0], -1)).sum(axis=1)
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.output[0] == unit.weight:
+            for a in n.attribute:
+                if a.name == "value":
+                    w = onnx.numpy_helper.to_array(a.t).astype(np.float64)
+                    return np.abs(w.reshape(w.shape[0], -1)).sum(axis=1)
+    return None

@@ -1,0 +1,180 @@
+"""Stage 3 — inference: run the rewritten graph with onnxruntime, CUDA when it really loads."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from ..errors import OnnxFeError
+from .graph import ConvUnit, LoadedModel, expose
+
+_PROTO_LIMIT = 1_900_000_000  # stay below protobuf's 2 GB message limit
+
+ORT_TO_NUMPY = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+}
+
+
+@contextmanager
+def _quiet_stderr():
+    """Silence onnxruntime's provider-loading messages for a moment: native writes to
+    file descriptors 1 and 2 and Python-level prints (``preload_dlls`` prints)."""
+    import io
+    import sys
+    from contextlib import redirect_stderr, redirect_stdout
+
+    for s in (sys.stdout, sys.stderr):
+        try:
+            s.flush()
+        except Exception:
+            pass
+    saved = []
+    try:
+        for fd in (1, 2):
+            saved.append((fd, os.dup(fd)))
+    except OSError:  # no such descriptor: nothing to silence there
+        pass
+    with open(os.devnull, "w") as null, redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        for fd, _ in saved:
+            os.dup2(null.fileno(), fd)
+        try:
+            yield
+        finally:
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
+
+
+@dataclass
+class Runner:
+    session: object
+    device: str  # "cpu" | "cuda"
+    providers: list[str]
+    input_name: str
+    input_dtype: type
+    outputs: list[str]
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self.outputs, {self.input_name: x.astype(self.input_dtype, copy=False)})
+
+
+def _session(model_bytes_or_path, providers, quiet: bool, threads: int | None):
+    import onnxruntime as ort
+
+    # warnings such as cuDNN's "Conv running in Fallback mode" go to the default logger at run time
+    ort.set_default_logger_severity(3)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+    if quiet:  # CUDA provider loading failures are logged as errors, then onnxruntime falls back to CPU
+        with _quiet_stderr():
+            try:
+                ort.set_default_logger_severity(4)
+                return ort.InferenceSession(model_bytes_or_path, sess_options=so, providers=providers)
+            finally:
+                ort.set_default_logger_severity(3)
+    return ort.InferenceSession(model_bytes_or_path, sess_options=so, providers=providers)
+
+
+def make_runner(
+    lm: LoadedModel, units: list[ConvUnit], device: str = "auto", threads: int | None = None, keep_outputs: bool = False
+) -> Runner:
+    """Create an onnxruntime session whose outputs are the units' taps (and the model outputs if asked)."""
+    import onnxruntime as ort
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise OnnxFeError(f"--device {device!r}: choose auto, cpu or cuda")
+    taps = list(dict.fromkeys(u.tap for u in units))
+    model_outputs = [o.name for o in lm.model.graph.output]
+    wanted = (model_outputs + [t for t in taps if t not in model_outputs]) if keep_outputs else taps
+    m = expose(lm.model, taps)
+    tmpdir = None
+    if m.ByteSize() < _PROTO_LIMIT:
+        payload = m.SerializeToString()
+    else:  # very large model: save beside a temporary external-data file
+        tmpdir = tempfile.TemporaryDirectory(prefix="onnx-fe-")
+        p = os.path.join(tmpdir.name, "model.onnx")
+        onnx.save(m, p, save_as_external_data=True, location="model.onnx.data")
+        payload = p
+    cuda_ok = "CUDAExecutionProvider" in ort.get_available_providers()
+    if cuda_ok and device != "cpu" and hasattr(ort, "preload_dlls"):
+        # CUDA/cuDNN installed as pip packages (onnxruntime-gpu[cuda,cudnn]) are found this way
+        with _quiet_stderr():
+            try:
+                ort.preload_dlls()
+            except Exception:
+                pass
+    try:
+        if device == "cpu" or (device == "auto" and not cuda_ok):
+            sess = _session(payload, ["CPUExecutionProvider"], quiet=False, threads=threads)
+        elif device == "cuda":
+            if not cuda_ok:
+                raise OnnxFeError(
+                    "--device cuda: this onnxruntime build has no CUDA provider (install onnxruntime-gpu)"
+                )
+            sess = _session(
+                payload,
+                [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "DEFAULT"}), "CPUExecutionProvider"],
+                quiet=True,
+                threads=threads,
+            )
+            if "CUDAExecutionProvider" not in sess.get_providers():
+                raise OnnxFeError(
+                    "--device cuda: the CUDA provider could not be loaded (no GPU, or CUDA/cuDNN libraries "
+                    "missing); use --device cpu or auto"
+                )
+        else:
+            sess = _session(
+                payload,
+                [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "DEFAULT"}), "CPUExecutionProvider"],
+                quiet=True,
+                threads=threads,
+            )
+    except OnnxFeError:
+        raise
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise OnnxFeError(f"onnxruntime cannot load {lm.path.name}: {msg}") from None
+    used = "cuda" if "CUDAExecutionProvider" in sess.get_providers() else "cpu"
+    inp = sess.get_inputs()[0]
+    dtype = ORT_TO_NUMPY.get(inp.type)
+    if dtype is None:
+        raise OnnxFeError(f"unsupported model input type {inp.type}")
+    runner = Runner(
+        session=sess,
+        device=used,
+        providers=sess.get_providers(),
+        input_name=inp.name,
+        input_dtype=dtype,
+        outputs=wanted,
+    )
+    runner._tmpdir = tmpdir  # keep alive with the session
+    return runner
+
+
+def probe_shapes(runner: Runner, units: list[ConvUnit], sample: np.ndarray) -> None:
+    """Fill channels/height/width of each unit by running one sample; mark 1×1 outputs unscorable."""
+    try:
+        outs = runner.run(sample[:1])
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise OnnxFeError(f"the model failed on the input: {msg}") from None
+    by_tap = dict(zip(runner.outputs, outs))
+    for u in units:
+        a = by_tap[u.tap]
+        if a.ndim != 4:
+            u.reason = f"output has rank {a.ndim}, not 4"
+            continue
+        u.channels, u.height, u.width = int(a.shape[1]), int(a.shape[2]), int(a.shape[3])
+        if u.height * u.width <= 1:
+            u.reason = "1×1 output (no spatial map)"

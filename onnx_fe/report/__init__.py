@@ -1,0 +1,1 @@
+"""Stage 7 — report: plots (and the HTML report)."""

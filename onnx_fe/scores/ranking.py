@@ -1,0 +1,457 @@
+"""Unit importance rankings, read from ``score``'s results (no inference).
+
+Every indicator gives each unit of a layer one number (``score``) and a
+direction; units are ordered from the most to the least important, ties broken
+by unit index (lower index first). Per-class scores are aggregated by the
+unweighted mean over the classes that have images (``nanmean`` over classes).
+
+=================  ===========================================================  ==================
+indicator          per-class score of unit j in class k                         important when
+=================  ===========================================================  ==================
+feature_entropy    ineffectiveness, replaced by 100·ln 100 when it is < 0.1      low
+                   (the authors' ``unit_importance_rank``: units with no birth
+                   point or with all birth points equal go last)
+ineffectiveness    ineffectiveness as is (no special rule)                       low
+mean_activation    mean over the class's images of the map's spatial mean         high
+apoz               mean over the class's images of the fraction of exact zeros    low
+weight_l1          L1 norm of the unit's conv filter (one value, no classes)      high
+random             a seeded uniform draw, ``default_rng([seed, layer_index])``    high
+=================  ===========================================================  ==================
+
+Rankings are saved as a CSV (``layer, layer_index, unit, score, rank, by``;
+rank 0 = most important) and a JSON file holding, per layer, the unit order,
+scores and ranks.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import OnnxFeError
+
+INDICATORS = ("feature_entropy", "ineffectiveness", "mean_activation", "apoz", "weight_l1", "random")
+# Indicators compared in cumulative ablation by default (ineffectiveness is the plain variant of feature_entropy).
+DEFAULT_ABLATION = ("feature_entropy", "mean_activation", "apoz", "weight_l1", "random")
+HIGHER_IS_IMPORTANT = {
+    "feature_entropy": False,
+    "ineffectiveness": False,
+    "mean_activation": True,
+    "apoz": False,
+    "weight_l1": True,
+    "random": True,
+}
+DEGENERATE_BELOW = 0.1
+DEGENERATE_SCORE = 100 * math.log(100)  # what the reference code gives such units (≈ 460.5)
+RANKING_FORMAT = "onnx-fe-ranking/1"
+
+RULES = {
+    "feature_entropy": "ascending class-mean of per-class ineffectiveness, where a per-class ineffectiveness < 0.1 "
+    "(no birth point, or all birth points equal) counts as 100*ln(100); ties by unit index",
+    "ineffectiveness": "ascending class-mean ineffectiveness; ties by unit index",
+    "mean_activation": "descending class-mean of the mean activation; ties by unit index",
+    "apoz": "ascending class-mean average percentage of zeros; ties by unit index",
+    "weight_l1": "descending L1 norm of the conv filter; ties by unit index",
+    "random": "descending seeded uniform draw (numpy default_rng([seed, layer_index])); ties by unit index",
+}
+
+
+def order_from_scores(score, higher_is_important: bool) -> np.ndarray:
+    """Unit indices from the most to the least important; NaN scores last, ties by unit index."""
+    s = np.asarray(score, dtype=np.float64)
+    nan = np.isnan(s)
+    key = np.where(nan, 0.0, -s if higher_is_important else s) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return np.lexsort((np.arange(len(s)), key, nan)).astype(np.int64)
+
+
+def reference_scores(ineffectiveness) -> np.ndarray:
+    """The reference rule per class: ineffectiveness, with values below 0.1 replaced by 100·ln(100)."""
+    ie = np.asarray(ineffectiveness, dtype=np.float64)
+    return np.where(np.abs(ie) < DEGENERATE_BELOW, DEGENERATE_SCORE, ie)
+
+
+@dataclass
+class LayerRanking:
+    """One layer's units ordered by importance."""
+
+    layer: str
+    layer_index: int
+    score: np.ndarray  # (C,) indexed by unit
+    order: np.ndarray  # (C,) unit indices, most important first
+    tap: str | None = None
+
+    @property
+    def channels(self) -> int:
+        return len(self.order)
+
+    @property
+    def rank(self) -> np.ndarray:
+        """Rank of each unit (0 = most important), indexed by unit."""
+        r = np.empty(self.channels, dtype=np.int64)
+        r[self.order] = np.arange(self.channels)
+        return r
+
+    @property
+    def n_tied(self) -> int:
+        """Units whose score equals another unit's (NaN included): their relative order is the unit index."""
+        s = np.where(np.isnan(self.score), np.inf, self.score + 0.0)
+        _, inv, counts = np.unique(s, return_inverse=True, return_counts=True)
+        return int((counts[inv] > 1).sum())
+
+    def keep_mask(self, keep) -> np.ndarray:
+        """Boolean (C,) mask, True for the ``keep`` most important units (an int, or a fraction in (0, 1])."""
+        c = self.channels
+        if isinstance(keep, float):
+            if not 0 < keep <= 1:
+                raise ValueError("a fraction to keep must lie in (0, 1]")
+            n = int(round(keep * c))
+        else:
+            n = int(keep)
+        if not 0 <= n <= c:
+            raise ValueError(f"cannot keep {n} of {c} units")
+        m = np.zeros(c, dtype=bool)
+        m[self.order[:n]] = True
+        return m
+
+
+@dataclass
+class Ranking:
+    """Rankings of one indicator for every layer of a results file."""
+
+    by: str
+    layers: list[LayerRanking]
+    seed: int | None = None
+    source: str | None = None
+    classes: list[str] | None = None
+    model_sha256: str | None = None
+    preprocess: dict | None = None
+    meta: dict = field(default_factory=dict)
+
+    def layer(self, key) -> LayerRanking:
+        for lr in self.layers:
+            if (isinstance(key, (int, np.integer)) and lr.layer_index == key) or lr.layer == key:
+                return lr
+        raise KeyError(key)
+
+    def rows(self) -> list[dict]:
+        out = []
+        for lr in self.layers:
+            rank = lr.rank
+            for u in lr.order:
+                out.append(
+                    {
+                        "layer": lr.layer,
+                        "layer_index": lr.layer_index,
+                        "unit": int(u),
+                        "score": float(lr.score[u]),
+                        "rank": int(rank[u]),
+                        "by": self.by,
+                    }
+                )
+        return out
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows(), columns=["layer", "layer_index", "unit", "score", "rank", "by"])
+
+    def to_json(self) -> dict:
+        return {
+            "format": RANKING_FORMAT,
+            "by": self.by,
+            "rule": RULES.get(self.by, "given"),
+            "seed": self.seed,
+            "source": self.source,
+            "model_sha256": self.model_sha256,
+            "classes": self.classes,
+            "preprocess": self.preprocess,
+            "layers": [
+                {
+                    "layer": lr.layer,
+                    "layer_index": lr.layer_index,
+                    "tap": lr.tap,
+                    "channels": lr.channels,
+                    "order": [int(u) for u in lr.order],
+                    "score": [_json_float(v) for v in lr.score],
+                    "rank": [int(r) for r in lr.rank],
+                }
+                for lr in self.layers
+            ],
+        }
+
+    def save(self, path) -> tuple[Path, Path]:
+        """Write ``<path>.csv`` and ``<path>.json`` (``path`` may end in .csv or .json); returns both paths."""
+        p = Path(path)
+        base = p.with_suffix("") if p.suffix.lower() in (".csv", ".json") else p
+        csv_path, json_path = base.with_name(base.name + ".csv"), base.with_name(base.name + ".json")
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        write_rankings_csv([self], csv_path)
+        tmp = json_path.with_name(json_path.name + ".partial")
+        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        os.replace(tmp, json_path)
+        return csv_path, json_path
+
+
+def _json_float(v):
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def write_rankings_csv(rankings: list[Ranking], path: Path) -> None:
+    tmp = Path(path).with_name(Path(path).name + ".partial")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["layer", "layer_index", "unit", "score", "rank", "by"])
+        for r in rankings:
+            for row in r.rows():
+                w.writerow([row["layer"], row["layer_index"], row["unit"], repr(row["score"]), row["rank"], row["by"]])
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- from results.h5
+
+
+def results_file(path) -> Path:
+    """The results.h5 of a results directory (or the file itself), refusing unfinished runs."""
+    p = Path(path)
+    if not p.exists():
+        raise OnnxFeError(f"results not found: {p}")
+    if p.is_dir():
+        f = p / "results.h5"
+        if not f.exists():
+            if (p / "results.h5.partial").exists():
+                raise OnnxFeError(
+                    f"the scoring run in {p} did not finish (only results.h5.partial); run `onnx-fe score` "
+                    "again to complete it"
+                )
+            raise OnnxFeError(f"no results.h5 in {p} (run `onnx-fe score` first)")
+        return f
+    return p
+
+
+def _open_results(path):
+    import h5py
+
+    f = results_file(path)
+    try:
+        h = h5py.File(f, "r")
+    except Exception as e:
+        raise OnnxFeError(
+            f"cannot read results file {f}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
+    if h.attrs.get("format") != "onnx-fe/1" or "layers" not in h:
+        h.close()
+        raise OnnxFeError(f"{f} is not an onnx-fe results file")
+    if not bool(h.attrs.get("complete")):
+        h.close()
+        raise OnnxFeError(f"{f} holds an unfinished scoring run; run `onnx-fe score` again to complete it")
+    return f, h
+
+
+def _class_means(per_image: np.ndarray, labels: np.ndarray, keep: list[int]) -> np.ndarray:
+    rows = []
+    for k in keep:
+        sel = labels == k
+        rows.append(
+            per_image[sel].astype(np.float64).mean(axis=0) if sel.any() else np.full(per_image.shape[1], np.nan)
+        )
+    return np.nanmean(np.stack(rows), axis=0)
+
+
+def rank(results, by: str = "feature_entropy", *, seed: int = 0, classes=None, layers=None) -> Ranking:
+    """Rank the units of every scored layer by one indicator, from ``score``'s results (a directory or results.h5).
+
+    ``classes``: aggregate over these class names only (default: all scored classes).
+    ``layers``: layer indices or names to keep (default: all scored layers).
+    """
+    import warnings
+
+    if by not in INDICATORS:
+        raise OnnxFeError(f"--by {by!r}: choose one of {', '.join(INDICATORS)}")
+    path, f = _open_results(results)
+    with f:
+        names = [c.decode() if isinstance(c, bytes) else str(c) for c in f["classes"][()]]
+        labels = f["labels"][()]
+        if classes:
+            wanted = [s.strip() for c in classes for s in str(c).split(",") if s.strip()]
+            for c in wanted:
+                if c not in names:
+                    raise OnnxFeError(
+                        f"--classes {c!r} is not a scored class of {path} "
+                        f"(have: {', '.join(names[:20])}{'…' if len(names) > 20 else ''})"
+                    )
+            keep = sorted({names.index(c) for c in wanted})
+        else:
+            keep = list(range(len(names)))
+        try:
+            params = json.loads(f.attrs["params"])
+        except Exception:
+            params = {}
+        out: list[LayerRanking] = []
+        for key in sorted(f["layers"]):
+            g = f["layers"][key]
+            idx, name = int(g.attrs["index"]), str(g.attrs["name"])
+            if layers is not None and idx not in layers and name not in layers:
+                continue
+            c = int(g.attrs["channels"])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # nanmean over an all-NaN column
+                if by in ("feature_entropy", "ineffectiveness"):
+                    ie = g["ineffectiveness"][()][keep]
+                    score = np.nanmean(reference_scores(ie) if by == "feature_entropy" else ie, axis=0)
+                elif by == "mean_activation":
+                    score = _class_means(g["mean_activation"][()], labels, keep)
+                elif by == "apoz":
+                    score = _class_means(g["zero_fraction"][()], labels, keep)
+                elif by == "weight_l1":
+                    score = g["weight_l1"][()].astype(np.float64)
+                    if np.isnan(score).any():
+                        raise OnnxFeError(
+                            f"layer {idx} {name}: the conv weights are not constants of the graph, "
+                            "so there is no weight L1 norm to rank by"
+                        )
+                else:
+                    score = np.random.default_rng([seed, idx]).random(c)
+            out.append(
+                LayerRanking(
+                    layer=name,
+                    layer_index=idx,
+                    score=np.asarray(score, dtype=np.float64),
+                    order=order_from_scores(score, HIGHER_IS_IMPORTANT[by]),
+                    tap=str(g.attrs["tap"]),
+                )
+            )
+        if layers is not None and not out:
+            raise OnnxFeError(f"no scored layer matches {layers!r} in {path}")
+        pre = params.get("preprocess")
+        return Ranking(
+            by=by,
+            layers=out,
+            seed=seed if by == "random" else None,
+            source=str(path),
+            classes=[names[k] for k in keep],
+            model_sha256=str(f.attrs.get("model_sha256", "")) or None,
+            preprocess=pre if isinstance(pre, dict) and "npz" not in pre else None,
+        )
+
+
+# --------------------------------------------------------------------------- from a saved ranking
+
+
+def load_rankings(path, by=None, seed: int = 0, random_seeds=None) -> list[Ranking]:
+    """Rankings from a ranking CSV/JSON (as written by ``rank``) or computed from a results directory / .h5.
+
+    For results, ``by`` lists the indicators to compute (default: DEFAULT_ABLATION) and ``random_seeds`` the
+    seeds of the random ranking (default: ``[seed]``). For a file, ``by`` filters the indicators it holds.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise OnnxFeError(f"ranking not found: {p}")
+    wanted = list(dict.fromkeys(by)) if by else None
+    if p.is_dir() or p.suffix.lower() in (".h5", ".hdf5"):
+        out = []
+        for b in wanted or DEFAULT_ABLATION:
+            if b == "random":
+                out.extend(rank(p, "random", seed=s) for s in (random_seeds or [seed]))
+            else:
+                out.append(rank(p, b))
+        return out
+    if p.suffix.lower() == ".json":
+        rankings = [_from_json(p)]
+    elif p.suffix.lower() == ".csv":
+        rankings = _from_csv(p)
+    else:
+        raise OnnxFeError(f"ranking {p}: expected a .csv or .json ranking (from `onnx-fe rank`) or a results directory")
+    if wanted:
+        missing = [b for b in wanted if b not in {r.by for r in rankings}]
+        if missing:
+            raise OnnxFeError(
+                f"ranking {p.name} holds no {', '.join(missing)} ranking (it holds: "
+                f"{', '.join(sorted({r.by for r in rankings}))})"
+            )
+        rankings = [r for r in rankings if r.by in wanted]
+    return rankings
+
+
+def _check_layer(p: Path, by: str, name: str, idx: int, units, ranks) -> tuple[np.ndarray, np.ndarray]:
+    units, ranks = np.asarray(units, dtype=np.int64), np.asarray(ranks, dtype=np.int64)
+    c = len(units)
+    if sorted(units.tolist()) != list(range(c)):
+        raise OnnxFeError(f"ranking {p.name}: layer {idx} {name} ({by}) must list each unit 0..{c - 1} once")
+    if sorted(ranks.tolist()) != list(range(c)):
+        raise OnnxFeError(f"ranking {p.name}: layer {idx} {name} ({by}) must give ranks 0..{c - 1}, each once")
+    order = np.empty(c, dtype=np.int64)
+    order[ranks] = units
+    return units, order
+
+
+def _from_csv(p: Path) -> list[Ranking]:
+    try:
+        with open(p, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except Exception as e:
+        raise OnnxFeError(f"cannot read ranking {p}: {e}") from None
+    if not rows:
+        raise OnnxFeError(f"ranking {p} is empty")
+    need = {"layer", "layer_index", "unit", "rank"}
+    missing = need - set(rows[0])
+    if missing:
+        raise OnnxFeError(
+            f"ranking {p.name} lacks the column(s) {', '.join(sorted(missing))} "
+            "(expected layer, layer_index, unit, rank[, score, by])"
+        )
+    groups: dict[tuple, list] = {}
+    try:
+        for r in rows:
+            b = (r.get("by") or p.stem).strip()
+            groups.setdefault((b, int(r["layer_index"]), r["layer"]), []).append(
+                (int(r["unit"]), int(r["rank"]), float(r["score"]) if r.get("score") not in (None, "") else np.nan)
+            )
+    except ValueError as e:
+        raise OnnxFeError(f"ranking {p.name}: {e}") from None
+    by_ind: dict[str, list[LayerRanking]] = {}
+    for (b, idx, name), items in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        units, order = _check_layer(p, b, name, idx, [u for u, _, _ in items], [r for _, r, _ in items])
+        score = np.full(len(units), np.nan)
+        score[units] = [s for _, _, s in items]
+        if any(lr.layer_index == idx for lr in by_ind.get(b, [])):
+            raise OnnxFeError(f"ranking {p.name}: layer index {idx} appears under two names ({b})")
+        by_ind.setdefault(b, []).append(LayerRanking(layer=name, layer_index=idx, score=score, order=order))
+    return [Ranking(by=b, layers=lrs, source=str(p)) for b, lrs in by_ind.items()]
+
+
+def _from_json(p: Path) -> Ranking:
+    try:
+        d = json.loads(p.read_text())
+        layers = []
+        for L in d["layers"]:
+            c = len(L["order"])
+            rank_ = L.get("rank") or np.argsort(L["order"]).tolist()
+            units, order = _check_layer(p, d.get("by", "?"), L["layer"], int(L["layer_index"]), list(range(c)), rank_)
+            if list(order) != list(L["order"]):
+                raise OnnxFeError(f"ranking {p.name}: layer {L['layer_index']}: order and rank disagree")
+            score = np.array([np.nan if v is None else float(v) for v in L.get("score") or [None] * c])
+            layers.append(
+                LayerRanking(
+                    layer=str(L["layer"]), layer_index=int(L["layer_index"]), score=score, order=order, tap=L.get("tap")
+                )
+            )
+        return Ranking(
+            by=str(d.get("by") or p.stem),
+            layers=layers,
+            seed=d.get("seed"),
+            source=str(p),
+            classes=d.get("classes"),
+            model_sha256=d.get("model_sha256"),
+            preprocess=d.get("preprocess"),
+        )
+    except OnnxFeError:
+        raise
+    except Exception as e:
+        raise OnnxFeError(f"cannot read ranking {p}: {type(e).__name__}: {e}") from None
