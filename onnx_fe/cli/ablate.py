@@ -7,80 +7,64 @@ from typing import List, Optional
 
 import typer
 
-from .app import (
-    BATCH,
-    COLOR,
-    DEVICE,
-    INPUT_SIZE,
-    LAYOUT,
-    QUIET,
-    VERBOSE,
-    _console,
-    _fmt,
-    _log,
-    _set_verbosity,
-    _split_list,
-    _verbosity,
-    app,
-)
+from ..config import PreprocessOptions, RunnerOptions, split_items
+from .app import QUIET, VERBOSE, _console, _fmt, _log, _set_verbosity, _verbosity, app
+from .options import BATCH, RUNNER, options, preprocess_group
 
 
 @app.command()
+@options(preprocess_group(from_run=True), RUNNER)
 def ablate(
-    model: Path = typer.Argument(..., help="ONNX model file (first output: logits or probabilities, (N, classes))."),
-    data: Path = typer.Argument(..., help="Labelled data: ImageFolder or .npz; class index k must be output index k."),
+    model: Path = typer.Argument(..., help="ONNX model file (first output: logits or probabilities, (N, classes))"),
+    data: Path = typer.Argument(..., help="Labelled data: ImageFolder or .npz; class index k must be output index k"),
     ranking: Optional[Path] = typer.Option(
         None,
         "--ranking",
         "-r",
-        help="A ranking CSV/JSON from `onnx-fe rank`, or a results directory (rankings are then computed for --by).",
+        help="A ranking CSV/JSON from `onnx-fe rank`, or a results directory (rankings are then computed for --by)",
+        show_default=False,
     ),
     layer: Optional[List[str]] = typer.Option(
         None,
         "--layer",
         "-l",
-        help="Layer(s) to ablate, each on its own: index, name or glob (default: the last ranked layer).",
+        help="Layer(s) to ablate, each on its own: index, name or glob",
+        show_default="the last ranked layer",
     ),
     steps: Optional[int] = typer.Option(
         None,
         "--steps",
         "-s",
-        help="Evaluate at this many evenly spaced numbers of removed units (default: every unit).",
+        help="Evaluate at this many evenly spaced numbers of removed units",
+        show_default="every unit",
     ),
     by: Optional[List[str]] = typer.Option(
         None,
         "--by",
-        help="Indicators to compare, comma-separated or repeated "
-        "(default: feature_entropy, mean_activation, apoz, weight_l1, random).",
+        help="Indicators to compare, comma-separated or repeated",
+        show_default="feature_entropy, mean_activation, apoz, weight_l1, random",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random ranking."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random ranking"),
     random_repeats: int = typer.Option(
-        1, "--random-repeats", help="Random rankings (seeds seed, seed+1, …) to average."
+        1, "--random-repeats", help="Random rankings (seeds seed, seed+1, …) to average"
     ),
     images_per_class: Optional[int] = typer.Option(
-        None, "--images-per-class", "-n", help="Images per class (default: all)."
+        None, "--images-per-class", "-n", help="Images per class", show_default="all"
     ),
-    input_size: Optional[str] = INPUT_SIZE,
-    scale: Optional[float] = typer.Option(
-        None, "--scale", help="Pixel scale (default: the ranking's scoring run's, else 1/255)."
-    ),
-    mean: Optional[str] = typer.Option(None, "--mean", help="Mean to subtract (default: the scoring run's, else 0)."),
-    std: Optional[str] = typer.Option(None, "--std", help="Std to divide by (default: the scoring run's, else 1)."),
-    color: Optional[str] = COLOR,
-    layout: str = LAYOUT,
     batch_size: int = BATCH,
-    device: str = DEVICE,
     output: Optional[Path] = typer.Option(
-        None, "--output", "-o", help="Output directory (default: onnx-fe-results/<model name>/ablation)."
+        None, "--output", "-o", help="Output directory", show_default="onnx-fe-results/<model name>/ablation"
     ),
-    no_plot: bool = typer.Option(False, "--no-plot", help="Do not draw ablation.png (no matplotlib needed)."),
+    no_plot: bool = typer.Option(False, "--no-plot", help="Do not draw ablation.png (no matplotlib needed)"),
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
+    *,
+    preprocess: PreprocessOptions,
+    runner: RunnerOptions,
 ):
     """Cumulative ablation: zero ranked units (graph rewrite) and plot accuracy vs units removed."""
     from rich.table import Table
 
-    from ..data import parse_floats, parse_size
     from ..experiments.ablate import ablate as run_ablate
 
     _set_verbosity(quiet, verbose)
@@ -91,18 +75,18 @@ def ablate(
         output,
         layers=layer,
         steps=steps,
-        by=_split_list(by),
+        by=list(split_items(by, "--by")) if by else None,
         seed=seed,
         random_repeats=random_repeats,
         images_per_class=images_per_class,
-        input_size=parse_size(input_size),
-        layout=layout,
-        color=color,
-        scale=scale,
-        mean=parse_floats(mean, "--mean"),
-        std=parse_floats(std, "--std"),
+        input_size=preprocess.input_size,
+        layout=preprocess.layout,
+        color=preprocess.color,
+        scale=preprocess.scale,
+        mean=preprocess.mean,
+        std=preprocess.std,
         batch_size=batch_size,
-        device=device,
+        device=runner.device,
         plot=not no_plot,
         progress=not _verbosity["quiet"],
         log=_log,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import List, Optional
 
 import typer
 
-from ..errors import OnnxFeError
+from ..errors import REPORT_HINT, OnnxFeError
 
 try:  # typer >= 0.20 vendors click
     from typer.exceptions import TyperException as _UsageError
@@ -111,6 +112,28 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         _err("out of memory; try a smaller --batch-size")
         return 1
+    except Exception as e:  # anything else is a bug in onnx-fe, not the user's mistake
+        _err(f"internal error: {type(e).__name__}: {_one_line(str(e))} — {REPORT_HINT} ({_save_traceback()})")
+        return 70
+
+
+def _one_line(msg: str, limit: int = 300) -> str:
+    msg = " ".join(msg.split())
+    return msg if len(msg) <= limit else msg[: limit - 1] + "…"
+
+
+def _save_traceback() -> str:
+    """Write the current exception's traceback to a temporary file; return where it is."""
+    import tempfile
+    import traceback
+
+    try:
+        fd, path = tempfile.mkstemp(prefix="onnx-fe-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(traceback.format_exc())
+        return f"traceback in {path}"
+    except OSError:
+        return "the traceback could not be saved"
 
 
 if __name__ == "__main__":

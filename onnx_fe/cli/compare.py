@@ -7,67 +7,55 @@ from typing import List, Optional
 
 import typer
 
+from ..config import DataOptions, MethodOptions, PreprocessOptions, RunnerOptions, ScoreConfig
 from ..errors import OnnxFeError
-from .app import (
-    BATCH,
-    COLOR,
-    DEVICE,
-    INPUT_SIZE,
-    LAYOUT,
-    MEAN,
-    QUIET,
-    SCALE,
-    SEED,
-    STD,
-    VERBOSE,
-    WORKERS,
-    _console,
-    _debug,
-    _fmt,
-    _set_verbosity,
-    _verbosity,
-    app,
-)
+from .app import QUIET, VERBOSE, _console, _debug, _fmt, _set_verbosity, _verbosity, app
+from .options import BATCH, LAYERS, METHOD, RUNNER, WORKERS, images_group, options, preprocess_group
 
 
 @app.command()
+@options(METHOD, images_group(), preprocess_group(), RUNNER)
 def compare(
-    paths: List[Path] = typer.Argument(..., help="ONNX models, then the data (ImageFolder directory or .npz)."),
+    paths: List[Path] = typer.Argument(..., help="ONNX models, then the data (ImageFolder directory or .npz)"),
     output: Optional[Path] = typer.Option(
         None,
         "--output",
         "-o",
-        help="Output directory (default: onnx-fe-results/compare); each model is scored into a sub-folder.",
+        help="Output directory; each model is scored into a sub-folder",
+        show_default="onnx-fe-results/compare",
     ),
-    layers: Optional[List[str]] = typer.Option(
-        None, "--layers", "-l", help="Layers to score in every model: index, name or glob (default: all scorable)."
-    ),
-    method: str = typer.Option("cubical", "--method", "-m", help="cubical (default) or clique."),
-    images_per_class: int = typer.Option(100, "--images-per-class", "-n", help="Images per class."),
-    seed: int = SEED,
-    input_size: Optional[str] = INPUT_SIZE,
-    scale: float = SCALE,
-    mean: Optional[str] = MEAN,
-    std: Optional[str] = STD,
-    color: Optional[str] = COLOR,
-    layout: str = LAYOUT,
+    layers: Optional[List[str]] = LAYERS,
     batch_size: int = BATCH,
-    device: str = DEVICE,
     workers: Optional[int] = WORKERS,
-    no_accuracy: bool = typer.Option(False, "--no-accuracy", help="Do not measure each model's accuracy."),
-    no_plot: bool = typer.Option(False, "--no-plot", help="Do not draw compare.png (no matplotlib needed)."),
+    no_accuracy: bool = typer.Option(False, "--no-accuracy", help="Do not measure each model's accuracy"),
+    no_plot: bool = typer.Option(False, "--no-plot", help="Do not draw compare.png (no matplotlib needed)"),
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
+    *,
+    method: MethodOptions,
+    images: DataOptions,
+    preprocess: PreprocessOptions,
+    runner: RunnerOptions,
 ):
     """Score several networks on the same data; per-layer feature entropy and birth rate side by side."""
     from rich.table import Table
 
-    from ..data import parse_floats, parse_size
     from ..experiments.compare import compare as run_compare
 
     _set_verbosity(quiet, verbose)
     if len(paths) < 2:
         raise OnnxFeError("compare needs one or more models followed by the data")
+    cfg = ScoreConfig.create(
+        paths[0],
+        paths[-1],
+        layers=layers,
+        method=method,
+        images=images,
+        preprocess=preprocess,
+        runner=runner,
+        batch_size=batch_size,
+        workers=workers,
+    )
     res = run_compare(
         paths[:-1],
         paths[-1],
@@ -76,19 +64,7 @@ def compare(
         plot=not no_plot,
         log=_debug,
         progress=not _verbosity["quiet"],
-        layers=layers,
-        method=method,
-        images_per_class=images_per_class,
-        seed=seed,
-        input_size=parse_size(input_size),
-        layout=layout,
-        color=color,
-        scale=scale,
-        mean=parse_floats(mean, "--mean"),
-        std=parse_floats(std, "--std"),
-        batch_size=batch_size,
-        device=device,
-        workers=workers,
+        config=cfg,
     )
     if _verbosity["quiet"]:
         return

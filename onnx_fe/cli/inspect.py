@@ -23,12 +23,11 @@ def inspect(
     from rich.console import Console
     from rich.table import Table
 
-    from ..data import parse_size
     from ..experiments.score import inspect as run_inspect
 
     _set_verbosity(quiet, verbose)
 
-    units = run_inspect(model, input_size=parse_size(input_size), layout=layout, color=color)
+    units = run_inspect(model, input_size=input_size, layout=layout, color=color)
     t = Table(title=str(model))
     for col in ("#", "name", "chain", "channels", "output", "scorable"):
         t.add_column(col)

@@ -35,6 +35,11 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def sample_shape(self) -> tuple[int, ...] | None:
+        """Shape of one sample as stored (``.npz`` only; None for image folders, whose size comes from preprocessing)."""
+        return tuple(int(d) for d in self._x.shape[1:]) if self._x is not None else None
+
     def load(self, start: int, stop: int, pre: Preprocess, dtype=np.float32) -> np.ndarray:
         """Model input for samples [start, stop)."""
         if self.kind == "npz":

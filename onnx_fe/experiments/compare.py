@@ -67,19 +67,25 @@ def model_names(paths: list[Path]) -> list[str]:
 
 
 def compare(
-    models, data, output=None, *, accuracy=True, plot=True, log=None, progress=False, **score_kwargs
+    models, data, output=None, *, accuracy=True, plot=True, log=None, progress=False, config=None, **options
 ) -> CompareResult:
-    """Score every model on ``data`` (``score_kwargs`` as for :func:`onnx_fe.score`) and tabulate the layers.
+    """Score every model on ``data`` with the same settings and tabulate the layers.
 
-    Writes ``compare_layers.csv``, ``compare_models.csv`` and (``plot=True``) ``compare.png`` under ``output``
+    The settings are the options of :func:`onnx_fe.score` (``options``) or a :class:`~onnx_fe.config.ScoreConfig`
+    (``config``) whose model, data and output are replaced for each model. Writes ``compare_layers.csv``, ``compare_models.csv`` and (``plot=True``) ``compare.png`` under ``output``
     (default ``onnx-fe-results/compare``), and each model's ``results.h5`` / ``scores.csv`` in ``output/<name>``.
     """
-    from .score import score
+    from ..config import ScoreConfig
+    from .score import run
 
     log = log or (lambda msg: None)
     models = [Path(m) for m in models]
     if not models:
         raise OnnxFeError("compare needs at least one model")
+    if config is None:
+        config = ScoreConfig.build(models[0], data, **options)
+    elif options:
+        raise OnnxFeError("give either a config or options, not both")
     if plot:
         from ..report.plots import require_matplotlib
 
@@ -96,7 +102,7 @@ def compare(
     layer_rows, model_rows = [], []
     for name, path in zip(names, models):
         log(f"scoring {name} ({path})")
-        res = score(path, data, out / name, progress=progress, log=log, **score_kwargs)
+        res = run(config.replace(model=str(path), data=str(data), output=str(out / name)), progress=progress, log=log)
         n = len(res.summary)
         for r in res.summary:
             layer_rows.append(
@@ -127,7 +133,7 @@ def compare(
             "results": str(res.output),
         }
         if accuracy:
-            rec.update(_accuracy(path, data, score_kwargs, log, name))
+            rec.update(_accuracy(path, data, config, log, name))
         model_rows.append(rec)
     out.mkdir(parents=True, exist_ok=True)
     layers_csv, models_csv = out / "compare_layers.csv", out / "compare_models.csv"
@@ -141,23 +147,23 @@ def compare(
     return CompareResult(out, layers_csv, models_csv, png, layer_rows, model_rows)
 
 
-def _accuracy(path, data, kw, log, name) -> dict:
+def _accuracy(path, data, cfg, log, name) -> dict:
     from .ablate import evaluate
 
-    keys = (
-        "images_per_class",
-        "classes",
-        "seed",
-        "input_size",
-        "layout",
-        "color",
-        "scale",
-        "mean",
-        "std",
-        "batch_size",
-        "device",
-    )
-    args = {"images_per_class": 100, **{k: kw[k] for k in keys if k in kw}}  # the images score used
+    pp, im = cfg.preprocess, cfg.images  # the images and preprocessing the scores used
+    args = {
+        "images_per_class": im.images_per_class,
+        "classes": im.classes,
+        "seed": im.seed,
+        "input_size": pp.input_size,
+        "layout": pp.layout,
+        "color": pp.color,
+        "scale": pp.scale,
+        "mean": pp.mean,
+        "std": pp.std,
+        "batch_size": cfg.batch_size,
+        "device": cfg.runner.device,
+    }
     try:
         r = evaluate(path, data, **args)
     except OnnxFeError as e:

@@ -1,6 +1,9 @@
-"""The whole job: model + data → birth points (HDF5) → feature entropy (HDF5 + CSV).
+"""The scoring run: model + data → birth points (HDF5) → feature entropy (HDF5 + CSV).
 
-graph (rewrite) → data (loading) → inference → topology → entropy → storage.
+graph (rewrite) → data (loading) → inference → topology → entropy → storage, driven by one
+:class:`~onnx_fe.config.ScoreConfig`. The work is cut into shards of consecutive images; :func:`compute_shard` is a
+pure unit of work (load, infer, birth points, magnitude baselines) and the driver alone writes the results file, in
+order, so that an executor can run shards anywhere without changing a number.
 """
 
 from __future__ import annotations
@@ -14,14 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..data import Preprocess, check_npz_shape, open_dataset, resolve_preprocess
+from ..config import ScoreConfig
+from ..data import Dataset, Preprocess, check_npz_shape, open_dataset, resolve_preprocess
 from ..errors import OnnxFeError
+from ..execution import SerialExecutor
 from ..io.results import create, is_complete_match, layer_key, layer_summary, open_partial, write_csv
 from ..model.graph import ConvUnit, LoadedModel, conv_weight_l1, load_model, select_units
-from ..model.runner import make_runner, probe_shapes
+from ..model.runner import Runner, make_runner, probe_shapes
 from ..scores.entropy import entropy_table
 from ..topology import birth_points as _birth_points
-from ..topology import method_params
 
 
 @dataclass
@@ -52,37 +56,41 @@ def _versions() -> dict:
     return out
 
 
-def prepare(
-    model,
-    data=None,
-    *,
-    layers=None,
-    input_size=None,
-    layout="auto",
-    color=None,
-    scale=1 / 255,
-    mean=None,
-    std=None,
-    images_per_class=100,
-    classes=None,
-    seed=0,
-    device="auto",
-    threads=None,
-):
-    """Load and check everything a run needs; returns (loaded model, dataset, preprocess, runner, selected units)."""
-    lm = load_model(model)
-    ds = open_dataset(data, images_per_class=images_per_class, classes=classes, seed=seed) if data is not None else None
+@dataclass
+class Plan:
+    """Everything a run needs, built once per process from a :class:`ScoreConfig` (see :meth:`build`)."""
+
+    config: ScoreConfig
+    model: LoadedModel
+    dataset: Dataset
+    preprocess: Preprocess
+    preprocess_desc: dict
+    runner: Runner
+    units: list[ConvUnit]
+
+    @classmethod
+    def build(cls, config: ScoreConfig) -> Plan:
+        lm, ds, pre, pre_desc, runner, units = _prepare(config)
+        return cls(config, lm, ds, pre, pre_desc, runner, units)
+
+
+def _prepare(cfg: ScoreConfig):
+    """Load and check the model, data and preprocessing; probe every conv's output shape; select the layers."""
+    lm = load_model(cfg.model)
+    opts, pp = cfg.images, cfg.preprocess
+    ds = open_dataset(cfg.data, images_per_class=opts.images_per_class, classes=opts.classes, seed=opts.seed)
     shape = list(lm.input_shape)
-    if ds is not None and ds.kind == "npz":
+    if ds.kind == "npz":
+        xs = ds.sample_shape
+        layout = pp.layout
         if layout == "auto":
             layout = (
                 "nchw"
-                if shape[1] is not None and shape[1] == ds._x.shape[1]
-                else ("nhwc" if shape[3] is not None and shape[3] == ds._x.shape[3] else "nchw")
+                if shape[1] is not None and shape[1] == xs[0]
+                else ("nhwc" if shape[3] is not None and shape[3] == xs[2] else "nchw")
             )
         check_npz_shape(ds, shape, layout)
-        h, w = (ds._x.shape[2], ds._x.shape[3]) if layout == "nchw" else (ds._x.shape[1], ds._x.shape[2])
-        c = ds._x.shape[1] if layout == "nchw" else ds._x.shape[3]
+        c, h, w = xs if layout == "nchw" else (xs[2], xs[0], xs[1])
         pre = Preprocess(
             height=int(h),
             width=int(w),
@@ -95,30 +103,51 @@ def prepare(
         pre_desc = {"npz": "fed as-is", "layout": layout}
     else:
         pre = resolve_preprocess(
-            shape, input_size=input_size, layout=layout, color=color, scale=scale, mean=mean, std=std
+            shape,
+            input_size=pp.input_size,
+            layout=pp.layout,
+            color=pp.color,
+            scale=1 / 255 if pp.scale is None else pp.scale,
+            mean=pp.mean,
+            std=pp.std,
         )
         pre_desc = pre.as_dict()
-    runner = make_runner(lm, lm.units, device=device, threads=threads)
-    if ds is not None:
-        sample = ds.load(0, 1, pre, runner.input_dtype)
-    else:
-        c = pre.channels
-        sample = np.zeros(
-            (1, c, pre.height, pre.width) if pre.layout == "nchw" else (1, pre.height, pre.width, c),
-            dtype=runner.input_dtype,
-        )
-    probe_shapes(runner, lm.units, sample)
+    runner = make_runner(lm, lm.units, device=cfg.runner.device, threads=cfg.runner.threads)
+    probe_shapes(runner, lm.units, ds.load(0, 1, pre, runner.input_dtype))
     if not lm.units:
         raise OnnxFeError(f"{lm.path.name} has no Conv node")
-    selected = select_units(lm.units, layers)
+    selected = select_units(lm.units, list(cfg.layers) if cfg.layers else None)
     runner.outputs = list(dict.fromkeys(u.tap for u in selected))
+    runner.spec = {**runner.spec, "units": selected}
+    if cfg.method.method == "clique":
+        bad = [f"{u.index} {u.name} ({u.height}×{u.width})" for u in selected if u.height != u.width]
+        if bad:
+            raise OnnxFeError(
+                "--method clique needs square maps; not square: " + "; ".join(bad) + " (leave them out with --layers)"
+            )
     return lm, ds, pre, pre_desc, runner, selected
 
 
+def prepare(model, data, **options):
+    """Load and check everything a run needs from the same options as :func:`score`.
+
+    Returns (loaded model, dataset, preprocess, preprocess description, runner, selected units).
+    """
+    plan = Plan.build(ScoreConfig.build(model, data, **options))
+    return plan.model, plan.dataset, plan.preprocess, plan.preprocess_desc, plan.runner, plan.units
+
+
 def inspect(model, input_size=None, layout="auto", color=None, device="cpu") -> list[ConvUnit]:
-    """Every Conv layer of the model with its chain, channels, output size and whether it is scorable."""
+    """Every Conv layer of the model with its chain, channels, output size and whether it is scorable.
+
+    Takes the CLI's forms too (``input_size="320x320"``).
+    """
+    from ..config import PreprocessOptions, RunnerOptions
+
+    pp = PreprocessOptions.build(input_size=input_size, layout=layout, color=color)
+    device = RunnerOptions.build(device).device
     lm = load_model(model)
-    pre = resolve_preprocess(list(lm.input_shape), input_size=input_size, layout=layout, color=color)
+    pre = resolve_preprocess(list(lm.input_shape), input_size=pp.input_size, layout=pp.layout, color=pp.color)
     runner = make_runner(lm, lm.units, device=device)
     sample = np.zeros(
         (1, pre.channels, pre.height, pre.width) if pre.layout == "nchw" else (1, pre.height, pre.width, pre.channels),
@@ -138,76 +167,30 @@ def _ids_hash(ds) -> str:
 
 
 def score(
-    model,
-    data,
-    output=None,
-    *,
-    layers=None,
-    method="cubical",
-    resolution=None,
-    threshold=None,
-    max_edge_density=None,
-    images_per_class=100,
-    classes=None,
-    seed=0,
-    input_size=None,
-    layout="auto",
-    color=None,
-    scale=1 / 255,
-    mean=None,
-    std=None,
-    batch_size=32,
-    device="auto",
-    workers=None,
-    keep_activations=False,
-    progress=False,
-    log=None,
-) -> ScoreResult:
+    model=None, data=None, output=None, *, config: ScoreConfig | None = None, progress=False, log=None, **options
+):
     """Feature entropy of every selected conv unit for every class.
 
-    Writes ``results.h5`` and ``scores.csv`` under ``output`` (default
-    ``onnx-fe-results/<model name>``) and returns a :class:`ScoreResult`.
-    Finished work is reused when called again with the same inputs and
-    parameters; an interrupted run resumes from its last finished batch.
+    Give the model, the data and options as the CLI takes them (``layers="conv1,3"``, ``input_size="224x224"``,
+    ``mean="0.485,0.456,0.406"`` or parsed values; see :meth:`ScoreConfig.build`), or a ready ``config``. Writes
+    ``results.h5`` and ``scores.csv`` under the output directory (default ``onnx-fe-results/<model name>``) and
+    returns a :class:`ScoreResult`. Finished work is reused when called again with the same inputs and parameters;
+    an interrupted run resumes from its last finished shard. Wrong input raises :class:`OnnxFeError`.
     """
+    if config is None:
+        config = ScoreConfig.build(model, data, output, **options)
+    elif model is not None or data is not None or output is not None or options:
+        raise OnnxFeError("give either a config or the model, data and options, not both")
+    return run(config, progress=progress, log=log)
+
+
+def run(cfg: ScoreConfig, *, progress=False, log=None, executor=None) -> ScoreResult:
+    """Carry out one scoring run described by ``cfg`` (see :func:`score`)."""
     log = log or (lambda msg: None)
-    if batch_size < 1:
-        raise OnnxFeError("--batch-size must be at least 1")
-    if workers is not None and workers < 1:
-        raise OnnxFeError("--workers must be at least 1")
-    workers = workers or os.cpu_count() or 1
-    if method == "cubical" and max_edge_density is not None:
-        raise OnnxFeError("--max-edge-density applies to --method clique only")
-    if method == "clique" and resolution is not None:
-        raise OnnxFeError("--resolution applies to --method cubical only")
-    given = (
-        {"resolution": resolution, "threshold": threshold}
-        if method == "cubical"
-        else {"threshold": threshold, "max_edge_density": max_edge_density}
-    )
-    mparams = method_params(method, **given)
-    lm, ds, pre, pre_desc, runner, units = prepare(
-        model,
-        data,
-        layers=layers,
-        input_size=input_size,
-        layout=layout,
-        color=color,
-        scale=scale,
-        mean=mean,
-        std=std,
-        images_per_class=images_per_class,
-        classes=classes,
-        seed=seed,
-        device=device,
-    )
-    if method == "clique":
-        bad = [f"{u.index} {u.name} ({u.height}×{u.width})" for u in units if u.height != u.width]
-        if bad:
-            raise OnnxFeError(
-                "--method clique needs square maps; not square: " + "; ".join(bad) + " (leave them out with --layers)"
-            )
-    out = Path(output) if output is not None else Path("onnx-fe-results") / lm.path.stem
+    plan = Plan.build(cfg)
+    lm, ds, runner, units = plan.model, plan.dataset, plan.runner, plan.units
+    workers = cfg.workers or os.cpu_count() or 1
+    out = Path(cfg.output) if cfg.output is not None else Path("onnx-fe-results") / lm.path.stem
     if out.exists() and not out.is_dir():
         raise OnnxFeError(f"output {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
@@ -215,14 +198,14 @@ def score(
     params = {
         "model_sha256": lm.sha256,
         "data_ids_sha256": _ids_hash(ds),
-        "method": method,
-        "method_params": mparams,
+        "method": cfg.method.method,
+        "method_params": cfg.method.kwargs,
         "layers": [u.index for u in units],
-        "preprocess": pre_desc,
-        "images_per_class": images_per_class,
+        "preprocess": plan.preprocess_desc,
+        "images_per_class": cfg.images.images_per_class,
         "classes": list(ds.classes),
-        "seed": seed,
-        "keep_activations": bool(keep_activations),
+        "seed": cfg.images.seed,
+        "keep_activations": cfg.keep_activations,
         "format_version": 1,
     }
     device_used = runner.device
@@ -248,7 +231,8 @@ def score(
             "versions": _versions(),
             "data_source": str(ds.source),
             "workers": workers,
-            "batch_size": batch_size,
+            "batch_size": cfg.batch_size,
+            "config": cfg.to_json(),
         }
         f = create(
             partial,
@@ -259,11 +243,11 @@ def score(
             ids=ds.ids,
             units=units,
             n_channels_hw={u.index: (u.channels, u.height, u.width) for u in units},
-            keep_activations=keep_activations,
+            keep_activations=cfg.keep_activations,
         )
         start = 0
     try:
-        _run_batches(f, ds, pre, runner, units, start, batch_size, method, mparams, workers, keep_activations, progress)
+        _run_shards(f, plan, start, workers, progress, executor or SerialExecutor())
         _finish(f, lm, ds, units)
     except BaseException:
         f.close()
@@ -305,41 +289,67 @@ def _progress(enabled: bool):
     )
 
 
-def _run_batches(f, ds, pre, runner, units, start, batch_size, method, mparams, workers, keep_activations, progress):
-    n = len(ds)
-    n_maps_per_image = sum(u.channels for u in units)
+@dataclass
+class ShardResult:
+    """What one shard of images [start, stop) gives for every selected layer (small arrays only)."""
+
+    start: int
+    stop: int
+    birth_points: dict[int, np.ndarray] = field(default_factory=dict)  # layer index → (n, C) int32
+    mean_activation: dict[int, np.ndarray] = field(default_factory=dict)  # (n, C) float32
+    zero_fraction: dict[int, np.ndarray] = field(default_factory=dict)  # (n, C) float32
+    activations: dict[int, np.ndarray] = field(default_factory=dict)  # (n, C, H, W) float32, if kept
+
+
+def compute_shard(plan: Plan, start: int, stop: int, workers: int = 1) -> ShardResult:
+    """Load images [start, stop), run the model, and compute every selected unit's birth points and baselines."""
+    ds, runner, cfg = plan.dataset, plan.runner, plan.config
+    x = ds.load(start, stop, plan.preprocess, runner.input_dtype)
+    try:
+        outs = dict(zip(runner.outputs, runner.run(x)))
+    except Exception as ex:
+        msg = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__
+        raise OnnxFeError(f"inference failed on images {start}..{stop - 1} ({ds.ids[start]}): {msg}") from None
+    res = ShardResult(start, stop)
+    for u in plan.units:
+        a = outs[u.tap]
+        b, c, h, w = a.shape
+        if not np.isfinite(a).all():
+            bad = int((~np.isfinite(a.reshape(b, -1))).any(axis=1).argmax())
+            raise OnnxFeError(f"layer {u.index} {u.name} gives NaN or ±inf on image {ds.ids[start + bad]}")
+        bp = _birth_points(a.reshape(b * c, h, w), method=cfg.method.method, workers=workers, **cfg.method.kwargs)
+        res.birth_points[u.index] = bp.reshape(b, c)
+        res.mean_activation[u.index] = a.astype(np.float64, copy=False).mean(axis=(2, 3)).astype(np.float32)
+        res.zero_fraction[u.index] = (a == 0).mean(axis=(2, 3)).astype(np.float32)
+        if cfg.keep_activations:
+            res.activations[u.index] = a.astype(np.float32, copy=False)
+    return res
+
+
+def _run_shards(f, plan: Plan, start: int, workers: int, progress: bool, executor) -> None:
+    """Compute the shards from ``start`` on and write each one, in order, as it arrives."""
+    n = len(plan.dataset)
+    step = plan.config.batch_size
+    n_maps_per_image = sum(u.channels for u in plan.units)
+    bounds = [(s, min(n, s + step)) for s in range(start, n, step)]
     with _progress(progress) as bar:
         if bar is not None:
             t_img = bar.add_task("images", total=n, completed=start)
             t_map = bar.add_task("maps", total=n * n_maps_per_image, completed=start * n_maps_per_image)
         layers = f["layers"]
-        for s in range(start, n, batch_size):
-            e = min(n, s + batch_size)
-            x = ds.load(s, e, pre, runner.input_dtype)
-            try:
-                outs = dict(zip(runner.outputs, runner.run(x)))
-            except Exception as ex:
-                msg = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__
-                raise OnnxFeError(f"inference failed on images {s}..{e - 1} ({ds.ids[s]}): {msg}") from None
-            for u in units:
-                a = outs[u.tap]
-                b, c, h, w = a.shape
-                if not np.isfinite(a).all():
-                    bad = int((~np.isfinite(a.reshape(b, -1))).any(axis=1).argmax())
-                    raise OnnxFeError(f"layer {u.index} {u.name} gives NaN or ±inf on image {ds.ids[s + bad]}")
-                bp = _birth_points(a.reshape(b * c, h, w), method=method, workers=workers, **mparams).reshape(b, c)
+        for r in executor.map(compute_shard, plan, bounds, workers):
+            s, e = r.start, r.stop
+            for u in plan.units:
                 g = layers[layer_key(u.index)]
-                g["birth_points"][s:e] = bp
-                a64 = a.astype(np.float64, copy=False)
-                g["mean_activation"][s:e] = a64.mean(axis=(2, 3)).astype(np.float32)
-                g["zero_fraction"][s:e] = (a == 0).mean(axis=(2, 3)).astype(np.float32)
-                if keep_activations:
-                    f["activations"][layer_key(u.index)][s:e] = a.astype(np.float32, copy=False)
-                if bar is not None:
-                    bar.advance(t_map, b * c)
+                g["birth_points"][s:e] = r.birth_points[u.index]
+                g["mean_activation"][s:e] = r.mean_activation[u.index]
+                g["zero_fraction"][s:e] = r.zero_fraction[u.index]
+                if plan.config.keep_activations:
+                    f["activations"][layer_key(u.index)][s:e] = r.activations[u.index]
             f.attrs["n_done"] = e
             f.flush()
             if bar is not None:
+                bar.advance(t_map, (e - s) * n_maps_per_image)
                 bar.advance(t_img, e - s)
 
 

@@ -62,9 +62,26 @@ class Runner:
     input_name: str
     input_dtype: type
     outputs: list[str]
+    spec: dict | None = None  # make_runner's arguments: how to build the session again in another process
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run one batch; the session is (re)built on first use after unpickling."""
+        if self.session is None:
+            self._rebuild()
         return self.session.run(self.outputs, {self.input_name: x.astype(self.input_dtype, copy=False)})
+
+    def _rebuild(self) -> None:
+        if self.spec is None:
+            raise RuntimeError("this runner has no session and no spec to build one")
+        fresh = make_runner(**self.spec)
+        self.session, self.device, self.providers = fresh.session, fresh.device, fresh.providers
+        self._tmpdir = fresh._tmpdir
+
+    def __getstate__(self) -> dict:
+        """Pickle without the onnxruntime session (not picklable); it is rebuilt lazily from ``spec``."""
+        state = {k: v for k, v in self.__dict__.items() if k != "_tmpdir"}
+        state["session"] = None
+        return state
 
 
 def _session(model_bytes_or_path, providers, quiet: bool, threads: int | None):
@@ -157,6 +174,7 @@ def make_runner(
         input_name=inp.name,
         input_dtype=dtype,
         outputs=wanted,
+        spec={"lm": lm, "units": units, "device": device, "threads": threads, "keep_outputs": keep_outputs},
     )
     runner._tmpdir = tmpdir  # keep alive with the session
     return runner

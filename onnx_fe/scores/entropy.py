@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..errors import OptionError
+
 
 class FeatureEntropy(NamedTuple):
     feature_entropy: float
@@ -36,13 +38,13 @@ def feature_entropy(birth_points) -> FeatureEntropy:
     """Feature entropy, birth rate and ineffectiveness of one unit over one class's images."""
     b = np.asarray(birth_points).ravel()
     if b.size == 0:
-        raise ValueError("feature_entropy needs at least one birth point")
+        raise OptionError("feature_entropy needs at least one birth point")
     if not np.issubdtype(b.dtype, np.integer):
         if not np.all(np.isfinite(b)) or np.any(b != np.round(b)):
-            raise ValueError("birth points must be integers")
+            raise OptionError("birth points must be integers")
         b = b.astype(np.int64)
     if (b < 0).any():
-        raise ValueError("birth points must be non-negative (0 = no birth point)")
+        raise OptionError("birth points must be non-negative (0 = no birth point)")
     nz = b[b != 0]
     rate = nz.size / b.size
     _, counts = np.unique(nz, return_counts=True)

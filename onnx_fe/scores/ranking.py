@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import OnnxFeError
+from ..errors import OnnxFeError, OptionError
 
 INDICATORS = ("feature_entropy", "ineffectiveness", "mean_activation", "apoz", "weight_l1", "random")
 # Indicators compared in cumulative ablation by default (ineffectiveness is the plain variant of feature_entropy).
@@ -109,12 +109,12 @@ class LayerRanking:
         c = self.channels
         if isinstance(keep, float):
             if not 0 < keep <= 1:
-                raise ValueError("a fraction to keep must lie in (0, 1]")
+                raise OptionError("a fraction to keep must lie in (0, 1]")
             n = int(round(keep * c))
         else:
             n = int(keep)
         if not 0 <= n <= c:
-            raise ValueError(f"cannot keep {n} of {c} units")
+            raise OptionError(f"cannot keep {n} of {c} units")
         m = np.zeros(c, dtype=bool)
         m[self.order[:n]] = True
         return m

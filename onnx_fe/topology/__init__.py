@@ -4,7 +4,8 @@
 A new engine goes in a module of its own here and is chosen in :func:`birth_points`.
 """
 
-from .birth import CLIQUE_DEFAULTS, CUBICAL_DEFAULTS, METHODS, InvalidMapError, birth_points, method_params
+from ..errors import InvalidMapError
+from .birth import CLIQUE_DEFAULTS, CUBICAL_DEFAULTS, METHODS, birth_points, method_params
 from .cubical import cubical_birth_point, dense_rank
 
 __all__ = [

@@ -10,16 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..errors import OnnxFeError
+from ..errors import InvalidMapError
 from .cubical import cubical_batch
 
 METHODS = ("cubical", "clique")
 CUBICAL_DEFAULTS = {"resolution": 100, "threshold": 75}  # threshold chosen in docs/reproduction.md
 CLIQUE_DEFAULTS = {"threshold": 50, "max_edge_density": 0.8}
-
-
-class InvalidMapError(OnnxFeError, ValueError):
-    """Maps or parameters that cannot be filtered (NaN, ±inf, wrong shape, bad parameter)."""
 
 
 def method_params(method: str, **params) -> dict:

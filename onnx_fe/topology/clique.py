@@ -47,6 +47,8 @@ import math
 
 import numpy as np
 
+from ..errors import InvalidMapError
+
 __all__ = ["clique_birth_points", "clique_betti_curve", "index_cap"]
 
 # Birth points: first stage of the staged search, in edges; each stage ×4.
@@ -94,7 +96,7 @@ def index_cap(h: int, max_edge_density: float = 0.8) -> int:
 def _check_density(max_edge_density: float) -> float:
     d = float(max_edge_density)
     if not 0 < d <= 1:
-        raise ValueError(f"max_edge_density must lie in (0, 1], got {max_edge_density!r}")
+        raise InvalidMapError(f"max_edge_density must lie in (0, 1], got {max_edge_density!r}")
     return d
 
 
@@ -198,7 +200,7 @@ def clique_birth_points(maps, threshold: int = 50, max_edge_density: float = 0.8
     """
     a = np.asarray(maps)
     if a.ndim != 3 or a.shape[1] != a.shape[2]:
-        raise ValueError(f"maps must have shape (N, H, H), got {a.shape}")
+        raise InvalidMapError(f"maps must have shape (N, H, H), got {a.shape}")
     density = _check_density(max_edge_density)
     threshold = int(threshold)
     n, h, _ = a.shape
@@ -224,7 +226,7 @@ def clique_betti_curve(m, max_edge_density: float = 0.8) -> np.ndarray:
     """Reference β1 curve of one square map: int32 of length ``index_cap(H)``, row r = index r + 1."""
     a = np.asarray(m)
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
-        raise ValueError(f"map must be square 2-D, got shape {a.shape}")
+        raise InvalidMapError(f"map must be square 2-D, got shape {a.shape}")
     density = _check_density(max_edge_density)
     h = a.shape[0]
     cap = index_cap(h, density)
