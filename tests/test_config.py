@@ -17,12 +17,26 @@ from onnx_fe.errors import OnnxFeError, OptionError
 
 def test_cli_text_and_python_values_give_the_same_config():
     a = ScoreConfig.build(
-        "m.onnx", "d", layers="conv1,3", input_size="320x240", mean="0.5,0.4,0.3", std="0.2", scale="1/255",
-        classes="a,b", threshold=60,
+        "m.onnx",
+        "d",
+        layers="conv1,3",
+        input_size="320x240",
+        mean="0.5,0.4,0.3",
+        std="0.2",
+        scale="1/255",
+        classes="a,b",
+        threshold=60,
     )
     b = ScoreConfig.build(
-        "m.onnx", "d", layers=["conv1", 3], input_size=(320, 240), mean=(0.5, 0.4, 0.3), std=0.2, scale=1 / 255,
-        classes=["a", "b"], threshold=60,
+        "m.onnx",
+        "d",
+        layers=["conv1", 3],
+        input_size=(320, 240),
+        mean=(0.5, 0.4, 0.3),
+        std=0.2,
+        scale=1 / 255,
+        classes=["a", "b"],
+        threshold=60,
     )
     assert a == b
     assert a.preprocess.input_size == (320, 240) and a.layers == ("conv1", "3")
