@@ -9,6 +9,7 @@ Python API::
     r = onnx_fe.rank("out/", by="feature_entropy")           # unit ranking per layer (no inference)
     a = onnx_fe.ablate("model.onnx", "data/", "out/")        # cumulative ablation curves (graph rewrite)
     c = onnx_fe.compare(["a.onnx", "b.onnx"], "data/")       # several networks side by side
+    r = onnx_fe.randomize("model.onnx", "twin.onnx", seed=0) # untrained twin (random-init control)
 """
 
 __version__ = "0.1.0"
@@ -26,6 +27,8 @@ _LAZY = {
     "ablate": "experiments.ablate",
     "add_unit_masks": "model.masks",
     "compare": "experiments.compare",
+    "randomize": "model.randomize",
+    "randomize_model": "model.randomize",
 }
 
 
@@ -56,6 +59,8 @@ __all__ = [
     "ablate",
     "add_unit_masks",
     "compare",
+    "randomize",
+    "randomize_model",
     "birth_points",
     "feature_entropy",
     "betti_curve",
