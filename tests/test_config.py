@@ -1,5 +1,6 @@
 """The settings object: built the same way from CLI text and Python values, checked once, serialisable."""
 
+import dataclasses
 import json
 import pickle
 
@@ -7,9 +8,9 @@ import h5py
 import numpy as np
 import onnx
 import pytest
+from graphs import simple_cnn, write_image_folder
 
 import onnx_fe
-from graphs import simple_cnn, write_image_folder
 from onnx_fe.cli import main
 from onnx_fe.config import ScoreConfig
 from onnx_fe.errors import OnnxFeError, OptionError
@@ -72,8 +73,8 @@ def test_config_round_trips_through_json_and_pickle():
     c = ScoreConfig.build("m.onnx", "d", "out", layers="0", method="clique", threshold=40, classes="x", mean="1,2,3")
     assert ScoreConfig.from_json(c.to_json()) == c
     assert pickle.loads(pickle.dumps(c)) == c
-    with pytest.raises(Exception):
-        c.batch_size = 3  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.batch_size = 3
 
 
 def test_fingerprint_ignores_what_cannot_change_a_score():
@@ -132,7 +133,8 @@ def test_a_bug_is_reported_as_internal_error_with_a_saved_traceback(files, capsy
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "internal error: KeyError" in err and "this is a bug" in err
     path = err.split("traceback in ")[1].rstrip(")")
-    assert "KeyError" in open(path).read()
+    with open(path) as f:
+        assert "KeyError" in f.read()
 
 
 def test_runner_pickles_without_its_session_and_rebuilds_it(files):
