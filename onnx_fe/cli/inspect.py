@@ -29,17 +29,27 @@ def inspect(
 
     units = run_inspect(model, input_size=input_size, layout=layout, color=color)
     t = Table(title=str(model))
-    for col in ("#", "name", "chain", "channels", "output", "scorable"):
+    for col in ("#", "name", "chain", "tap", "channels", "output", "scorable"):
         t.add_column(col)
     for u in units:
         t.add_row(
             str(u.index),
             u.name,
             u.chain_str,
+            u.tap_kind,
             str(u.channels),
             f"{u.height}×{u.width}",
             "yes" if u.scorable else f"no: {u.reason}",
         )
-    Console(width=max(120, Console().width)).print(t)
+    console = Console(width=max(120, Console().width))
+    console.print(t)
     if not units:
         _info("no Conv layer in this model")
+    else:
+        n_ok = sum(u.scorable for u in units)
+        n_pre = sum(u.scorable and not u.activated for u in units)
+        console.print(
+            f"{n_ok} of {len(units)} layers scorable"
+            + (f"; {n_pre} of them are taken before their activation (signed maps)" if n_pre else "")
+            + "; layers are numbered in a canonical order of the conv graph (see docs/method.md)"
+        )

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..config import DataOptions, MethodOptions, PreprocessOptions, RunnerOptions, ScoreConfig
-from .app import QUIET, VERBOSE, _debug, _set_verbosity, _verbosity, app
+from .app import QUIET, VERBOSE, _log, _set_verbosity, _verbosity, app
 from .options import BATCH, LAYERS, METHOD, RUNNER, WORKERS, images_group, options, preprocess_group
 
 
@@ -57,20 +57,20 @@ def score(
         workers=workers,
         keep_activations=keep_activations,
     )
-    result = run(cfg, progress=not _verbosity["quiet"], log=_debug)
+    result = run(cfg, progress=not _verbosity["quiet"], log=_log)
     if _verbosity["quiet"]:
         return
     from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"feature entropy per layer (mean over units and classes) — device: {result.device}")
-    for col in ("#", "layer", "chain", "units", "map", "feature entropy", "birth rate"):
+    for col in ("#", "layer", "tap", "units", "map", "feature entropy", "birth rate"):
         t.add_column(col, justify="right" if col in ("#", "units", "feature entropy", "birth rate") else "left")
     for r in result.summary:
         t.add_row(
             str(r["layer_index"]),
             r["layer"],
-            r["chain"],
+            r["tap"],
             str(r["units"]),
             r["size"],
             f"{r['feature_entropy']:.3f}",

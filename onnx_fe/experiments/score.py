@@ -23,7 +23,7 @@ from ..errors import OnnxFeError
 from ..execution import SerialExecutor
 from ..io.results import create, is_complete_match, layer_key, layer_summary, open_partial, write_csv
 from ..model.graph import ConvUnit, LoadedModel, conv_weight_l1, load_model, select_units
-from ..model.runner import Runner, make_runner, probe_shapes
+from ..model.runner import MIN_SIDE, Runner, make_runner, probe_shapes
 from ..scores.entropy import entropy_table
 from ..topology import birth_points as _birth_points
 
@@ -69,12 +69,12 @@ class Plan:
     units: list[ConvUnit]
 
     @classmethod
-    def build(cls, config: ScoreConfig) -> Plan:
-        lm, ds, pre, pre_desc, runner, units = _prepare(config)
+    def build(cls, config: ScoreConfig, log=None) -> Plan:
+        lm, ds, pre, pre_desc, runner, units = _prepare(config, log or (lambda msg: None))
         return cls(config, lm, ds, pre, pre_desc, runner, units)
 
 
-def _prepare(cfg: ScoreConfig):
+def _prepare(cfg: ScoreConfig, log):
     """Load and check the model, data and preprocessing; probe every conv's output shape; select the layers."""
     lm = load_model(cfg.model)
     opts, pp = cfg.images, cfg.preprocess
@@ -116,7 +116,16 @@ def _prepare(cfg: ScoreConfig):
     probe_shapes(runner, lm.units, ds.load(0, 1, pre, runner.input_dtype))
     if not lm.units:
         raise OnnxFeError(f"{lm.path.name} has no Conv node")
+    if cfg.method.method == "clique":
+        side = MIN_SIDE["clique"]
+        for u in lm.units:
+            if u.scorable and min(u.height, u.width) < side:
+                u.reason = f"{u.height}×{u.width} map: the clique construction needs at least {side}×{side}"
     selected = select_units(lm.units, list(cfg.layers) if cfg.layers else None)
+    if not cfg.layers:
+        small = [f"{u.index} {u.name} ({u.height}×{u.width})" for u in lm.units if u.reason and u.height]
+        if small:
+            log(f"note: not scored, maps too small for a birth point: {'; '.join(small)}")
     runner.outputs = list(dict.fromkeys(u.tap for u in selected))
     runner.spec = {**runner.spec, "units": selected}
     if cfg.method.method == "clique":
@@ -187,7 +196,7 @@ def score(
 def run(cfg: ScoreConfig, *, progress=False, log=None, executor=None) -> ScoreResult:
     """Carry out one scoring run described by ``cfg`` (see :func:`score`)."""
     log = log or (lambda msg: None)
-    plan = Plan.build(cfg)
+    plan = Plan.build(cfg, log)
     lm, ds, runner, units = plan.model, plan.dataset, plan.runner, plan.units
     workers = cfg.workers or os.cpu_count() or 1
     out = Path(cfg.output) if cfg.output is not None else Path("onnx-fe-results") / lm.path.stem

@@ -60,6 +60,9 @@ def create(path: Path, *, params: dict, meta: dict, classes, labels, ids, units,
             ("name", u.name),
             ("tap", u.tap),
             ("chain", u.chain_str),
+            ("tap_op", u.tap_op),
+            ("activated", bool(u.activated)),
+            ("file_order", -1 if u.file_order is None else int(u.file_order)),
             ("channels", c),
             ("height", h),
             ("width", w),
@@ -175,6 +178,7 @@ def layer_summary(h5_path: Path) -> list[dict]:
                     "layer_index": int(g.attrs["index"]),
                     "layer": str(g.attrs["name"]),
                     "chain": str(g.attrs["chain"]),
+                    "tap": _tap_kind(g.attrs),
                     "units": int(g.attrs["channels"]),
                     "size": f"{int(g.attrs['height'])}×{int(g.attrs['width'])}",
                     "feature_entropy": float(np.nanmean(fe)),
@@ -182,3 +186,10 @@ def layer_summary(h5_path: Path) -> list[dict]:
                 }
             )
     return rows
+
+
+def _tap_kind(attrs) -> str:
+    """Where a stored layer's map was taken (files written before the tap was stored say "?")."""
+    if "tap_op" not in attrs:
+        return "?"
+    return f"{'post' if bool(attrs['activated']) else 'pre'}-activation ({attrs['tap_op']})"

@@ -66,6 +66,23 @@ class ConvUnit:
     width: int | None = None
     weight: str | None = None
     reason: str | None = None  # why not scorable, None when scorable
+    file_order: int | None = None  # position among the Conv nodes in the file (``index`` is the canonical one)
+
+    @property
+    def tap_op(self) -> str:
+        """The op the unit's map is taken after (the last op of the chain)."""
+        return self.chain[-1] if self.chain else "Conv"
+
+    @property
+    def activated(self) -> bool:
+        """True when the map is taken after an activation (plain or gated), False when before one."""
+        last = self.chain[-1] if self.chain else "Conv"
+        return last in ACTIVATIONS or "·" in last
+
+    @property
+    def tap_kind(self) -> str:
+        """``post-activation (Relu)`` or ``pre-activation (BatchNormalization)``: where the map is taken."""
+        return f"{'post' if self.activated else 'pre'}-activation ({self.tap_op})"
 
     @property
     def scorable(self) -> bool:
@@ -248,9 +265,89 @@ def find_units(model: onnx.ModelProto) -> list[ConvUnit]:
                 tap=t,
                 chain=chain,
                 weight=node.input[1] if len(node.input) > 1 else None,
+                file_order=idx,
             )
         )
-    return units
+    return canonical_order(model, units)
+
+
+def canonical_order(model: onnx.ModelProto, units: list[ConvUnit]) -> list[ConvUnit]:
+    """Number the layers in an order of the conv graph that does not depend on the file's node order.
+
+    Exporters write a network's nodes in different valid topological orders: tf2onnx emits a residual block's
+    shortcut 1×1 conv before the main branch's convs, PyTorch after them. Layers are therefore sorted by
+
+    1. conv depth: the largest number of Conv nodes on any path from the graph input to the conv (itself included);
+    2. then the largest number of Conv nodes on any path from the conv to a graph output, longest first (a main
+       branch's first conv before the shortcut that joins it later);
+    3. then the weight's shape (out, in, kH, kW), kernel strides, and finally the position in the file.
+
+    ``index`` is the position in this order; ``file_order`` keeps the position in the file.
+    """
+    if len(units) < 2:
+        return units
+    g = model.graph
+    nodes = list(g.node)
+    producer = {o: k for k, n in enumerate(nodes) for o in n.output if o}
+    preds = [sorted({producer[i] for i in n.input if i in producer}) for n in nodes]
+    succs: list[list[int]] = [[] for _ in nodes]
+    for k, ps in enumerate(preds):
+        for q in ps:
+            succs[q].append(k)
+    order = _topological(len(nodes), preds, succs)
+    is_conv = [n.op_type == "Conv" for n in nodes]
+    down = [0] * len(nodes)  # convs on the longest path from an input, inclusive
+    for k in order:
+        down[k] = max((down[q] for q in preds[k]), default=0) + is_conv[k]
+    up = [0] * len(nodes)  # convs on the longest path to an output, inclusive
+    for k in reversed(order):
+        up[k] = max((up[q] for q in succs[k]), default=0) + is_conv[k]
+    shapes = _weight_shapes(model)
+    by_output = {n.output[0]: k for k, n in enumerate(nodes) if n.op_type == "Conv" and n.output}
+
+    def key(u: ConvUnit):
+        k = by_output.get(_conv_output(nodes, u))
+        if k is None:
+            return (0, 0, (), (), u.file_order)
+        strides = next((tuple(a.ints) for a in nodes[k].attribute if a.name == "strides"), ())
+        return (down[k], -up[k], shapes.get(u.weight, ()), strides, u.file_order)
+
+    ranked = sorted(units, key=key)
+    for i, u in enumerate(ranked):
+        u.index = i
+    return ranked
+
+
+def _conv_output(nodes, u: ConvUnit) -> str | None:
+    for n in nodes:
+        if n.op_type == "Conv" and (n.name or n.output[0]) == u.name and n.name == u.conv_node:
+            return n.output[0]
+    return None
+
+
+def _topological(n: int, preds: list[list[int]], succs: list[list[int]]) -> list[int]:
+    """Kahn's algorithm; ONNX graphs are already sorted, but nothing here relies on it."""
+    indeg = [len(p) for p in preds]
+    ready = [k for k in range(n) if indeg[k] == 0]
+    out = []
+    while ready:
+        k = ready.pop()
+        out.append(k)
+        for q in succs[k]:
+            indeg[q] -= 1
+            if indeg[q] == 0:
+                ready.append(q)
+    return out if len(out) == n else list(range(n))
+
+
+def _weight_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
+    shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    shapes[n.output[0]] = tuple(a.t.dims)
+    return shapes
 
 
 def select_units(units: list[ConvUnit], layers: list[str] | None) -> list[ConvUnit]:

@@ -13,6 +13,10 @@ import onnx
 from ..errors import OnnxFeError
 from .graph import ConvUnit, LoadedModel, expose
 
+# smallest map side on which a method can find a hole: a 4-connected ring around one pixel (3), a cycle of
+# four vertices in the flag complex (4)
+MIN_SIDE = {"cubical": 3, "clique": 4}
+
 _PROTO_LIMIT = 1_900_000_000  # stay below protobuf's 2 GB message limit
 
 ORT_TO_NUMPY = {
@@ -196,3 +200,8 @@ def probe_shapes(runner: Runner, units: list[ConvUnit], sample: np.ndarray) -> N
         u.channels, u.height, u.width = int(a.shape[1]), int(a.shape[2]), int(a.shape[3])
         if u.height * u.width <= 1:
             u.reason = "1×1 output (no spatial map)"
+        elif min(u.height, u.width) < MIN_SIDE["cubical"]:
+            u.reason = (
+                f"{u.height}×{u.width} map: too small for a birth point "
+                f"(a hole needs a ring around a pixel, so at least {MIN_SIDE['cubical']}×{MIN_SIDE['cubical']})"
+            )
