@@ -227,6 +227,47 @@ class MethodOptions:
         return cls(method=m, params=tuple(sorted(p.items())))
 
 
+@dataclass(frozen=True)
+class StatisticsOptions:
+    """Uncertainty and rarefaction of the per-cell statistics (:mod:`onnx_fe.scores.statistics`, docs/statistics.md).
+
+    ``ci_level``: coverage of the bootstrap intervals; ``resamples``: bootstrap resamples per class (0: no
+    intervals); ``bootstrap_seed``: seed of the resamples (separate from the seed that picks the images);
+    ``rarefy_k``: births per draw of ``fe_rarefied`` (NaN for cells with fewer births). Not yet part of
+    :meth:`ScoreConfig.fingerprint`: ``score`` does not compute these statistics yet.
+    """
+
+    ci_level: float = 0.95
+    resamples: int = 1000
+    bootstrap_seed: int = 0
+    rarefy_k: int = 10
+
+    @classmethod
+    def build(cls, ci_level=0.95, resamples=1000, bootstrap_seed=0, rarefy_k=10) -> StatisticsOptions:
+        if isinstance(ci_level, bool):
+            raise OptionError(f"--ci-level {ci_level!r}: expected a number between 0 and 1")
+        if isinstance(ci_level, str):
+            t = ci_level.strip()
+            pct = t.endswith("%")
+            try:
+                level = float(t[:-1] if pct else t) / (100 if pct else 1)
+            except ValueError:
+                raise OptionError(f"--ci-level {ci_level!r}: expected a number between 0 and 1, e.g. 0.95") from None
+        else:
+            try:
+                level = float(ci_level)
+            except (TypeError, ValueError):
+                raise OptionError(f"--ci-level {ci_level!r}: expected a number between 0 and 1, e.g. 0.95") from None
+        if not (math.isfinite(level) and 0 < level < 1):
+            raise OptionError(f"--ci-level {ci_level!r}: must lie strictly between 0 and 1 (e.g. 0.95 or 95%)")
+        return cls(
+            ci_level=level,
+            resamples=_int(resamples, "--resamples", 0),
+            bootstrap_seed=_int(bootstrap_seed, "--bootstrap-seed", 0),
+            rarefy_k=_int(rarefy_k, "--rarefy-k", 2),
+        )
+
+
 # --------------------------------------------------------------------------- the run settings
 
 
@@ -242,6 +283,7 @@ class ScoreConfig:
     images: DataOptions = field(default_factory=DataOptions)
     preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
     runner: RunnerOptions = field(default_factory=RunnerOptions)
+    statistics: StatisticsOptions = field(default_factory=StatisticsOptions)
     batch_size: int = 32
     workers: int | None = None
     keep_activations: bool = False
@@ -274,6 +316,10 @@ class ScoreConfig:
         threads=None,
         workers=None,
         keep_activations=False,
+        ci_level=0.95,
+        resamples=1000,
+        bootstrap_seed=0,
+        rarefy_k=10,
     ) -> ScoreConfig:
         """Check and normalise options given as the CLI gives them (text) or as Python values."""
         return cls.create(
@@ -285,6 +331,7 @@ class ScoreConfig:
             images=DataOptions.build(images_per_class, classes, seed),
             preprocess=PreprocessOptions.build(input_size, layout, color, scale, mean, std),
             runner=RunnerOptions.build(device, threads),
+            statistics=StatisticsOptions.build(ci_level, resamples, bootstrap_seed, rarefy_k),
             batch_size=batch_size,
             workers=workers,
             keep_activations=keep_activations,
@@ -302,6 +349,7 @@ class ScoreConfig:
         images: DataOptions | None = None,
         preprocess: PreprocessOptions | None = None,
         runner: RunnerOptions | None = None,
+        statistics: StatisticsOptions | None = None,
         batch_size=32,
         workers=None,
         keep_activations=False,
@@ -320,6 +368,7 @@ class ScoreConfig:
             images=images or DataOptions(),
             preprocess=preprocess or PreprocessOptions(),
             runner=runner or RunnerOptions(),
+            statistics=statistics or StatisticsOptions(),
             batch_size=_int(batch_size, "--batch-size", 1),
             workers=None if workers is None else _int(workers, "--workers", 1),
             keep_activations=bool(keep_activations),
@@ -345,6 +394,7 @@ class ScoreConfig:
         kw["images"] = DataOptions(**_tuples(d.get("images", {})))
         kw["preprocess"] = PreprocessOptions(**_tuples(d.get("preprocess", {})))
         kw["runner"] = RunnerOptions(**d.get("runner", {}))
+        kw["statistics"] = StatisticsOptions(**d.get("statistics", {}))  # absent in configs stored before it existed
         kw["layers"] = tuple(d["layers"]) if d.get("layers") is not None else None
         return cls(**kw)
 

@@ -149,3 +149,37 @@ def test_runner_pickles_without_its_session_and_rebuilds_it(files):
     got = clone.run(x)
     assert clone.device == "cpu" and all(np.array_equal(a, b) for a, b in zip(want, got))
     assert json.loads(plan.config.to_json())["model"].endswith("m.onnx")
+
+
+def test_statistics_options_are_checked_and_round_trip():
+    from onnx_fe.config import StatisticsOptions
+    from onnx_fe.scores import statistics as S
+
+    d = ScoreConfig.build("m.onnx", "d").statistics
+    assert (d.ci_level, d.resamples, d.bootstrap_seed, d.rarefy_k) == (
+        S.DEFAULT_LEVEL,
+        S.DEFAULT_RESAMPLES,
+        S.DEFAULT_SEED,
+        S.DEFAULT_K,
+    )
+    a = ScoreConfig.build("m.onnx", "d", ci_level="90%", resamples="200", bootstrap_seed=3, rarefy_k="5")
+    assert a.statistics == StatisticsOptions(0.9, 200, 3, 5)
+    assert ScoreConfig.build("m.onnx", "d", ci_level="0.9").statistics.ci_level == 0.9
+    assert ScoreConfig.build("m.onnx", "d", resamples=0).statistics.resamples == 0  # no intervals
+    assert ScoreConfig.from_json(a.to_json()) == a
+    old = json.loads(a.to_json())
+    del old["statistics"]  # a config stored before the option group existed
+    assert ScoreConfig.from_json(json.dumps(old)).statistics == StatisticsOptions()
+    for kwargs, message in [
+        ({"ci_level": 1}, "--ci-level 1: must lie strictly between 0 and 1"),
+        ({"ci_level": "95"}, "--ci-level '95': must lie strictly between 0 and 1"),
+        ({"ci_level": "high"}, "--ci-level 'high': expected a number"),
+        ({"ci_level": True}, "--ci-level True: expected a number"),
+        ({"resamples": -1}, "--resamples must be at least 0"),
+        ({"resamples": 2.5}, "--resamples 2.5: expected an integer"),
+        ({"bootstrap_seed": -2}, "--bootstrap-seed must be at least 0"),
+        ({"rarefy_k": 1}, "--rarefy-k must be at least 2"),
+    ]:
+        with pytest.raises(OptionError) as e:
+            ScoreConfig.build("m.onnx", "d", **kwargs)
+        assert message in str(e.value)
