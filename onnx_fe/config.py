@@ -24,6 +24,7 @@ from .errors import OptionError
 LAYOUTS = ("auto", "nchw", "nhwc")
 COLORS = ("rgb", "bgr", "gray")
 DEVICES = ("auto", "cpu", "cuda")
+CONTROLS = ("random-init",)
 
 
 # --------------------------------------------------------------------------- parsing helpers (CLI text or values)
@@ -233,8 +234,8 @@ class StatisticsOptions:
 
     ``ci_level``: coverage of the bootstrap intervals; ``resamples``: bootstrap resamples per class (0: no
     intervals); ``bootstrap_seed``: seed of the resamples (separate from the seed that picks the images);
-    ``rarefy_k``: births per draw of ``fe_rarefied`` (NaN for cells with fewer births). Not yet part of
-    :meth:`ScoreConfig.fingerprint`: ``score`` does not compute these statistics yet.
+    ``rarefy_k``: births per draw of ``fe_rarefied`` (NaN for cells with fewer births). Part of
+    :meth:`ScoreConfig.fingerprint`: other statistics options mean a fresh run.
     """
 
     ci_level: float = 0.95
@@ -287,6 +288,8 @@ class ScoreConfig:
     batch_size: int = 32
     workers: int | None = None
     keep_activations: bool = False
+    control: str | None = None  # "random-init": also score an untrained twin on the same images
+    control_seed: int = 0
 
     FORMAT = 1
 
@@ -320,6 +323,8 @@ class ScoreConfig:
         resamples=1000,
         bootstrap_seed=0,
         rarefy_k=10,
+        control=None,
+        control_seed=0,
     ) -> ScoreConfig:
         """Check and normalise options given as the CLI gives them (text) or as Python values."""
         return cls.create(
@@ -335,6 +340,8 @@ class ScoreConfig:
             batch_size=batch_size,
             workers=workers,
             keep_activations=keep_activations,
+            control=control,
+            control_seed=control_seed,
         )
 
     @classmethod
@@ -353,6 +360,8 @@ class ScoreConfig:
         batch_size=32,
         workers=None,
         keep_activations=False,
+        control=None,
+        control_seed=0,
     ) -> ScoreConfig:
         """Assemble a config from built option groups (as the CLI does), checking the remaining fields."""
         if model is None or str(model) == "":
@@ -372,6 +381,8 @@ class ScoreConfig:
             batch_size=_int(batch_size, "--batch-size", 1),
             workers=None if workers is None else _int(workers, "--workers", 1),
             keep_activations=bool(keep_activations),
+            control=None if control is None else _choice(control, "--control", CONTROLS),
+            control_seed=_int(control_seed, "--control-seed", 0),
         )
 
     def replace(self, **changes) -> ScoreConfig:
@@ -411,6 +422,7 @@ class ScoreConfig:
             "preprocess": d["preprocess"],
             "layers": d["layers"],
             "keep_activations": d["keep_activations"],
+            "statistics": d["statistics"],
         }
 
     @property

@@ -15,7 +15,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from ..config import DataOptions, MethodOptions, PreprocessOptions, RunnerOptions
+from ..config import DataOptions, MethodOptions, PreprocessOptions, RunnerOptions, StatisticsOptions
 
 
 @dataclass(frozen=True)
@@ -252,3 +252,53 @@ WORKERS = typer.Option(
     show_default="all cores",
     rich_help_panel="Execution",
 )
+
+
+STATISTICS = OptionGroup(
+    "statistics",
+    (
+        _p(
+            "ci_level",
+            str,
+            typer.Option(
+                "0.95", "--ci-level", help="Coverage of every confidence interval", rich_help_panel="Statistics"
+            ),
+        ),
+        _p(
+            "resamples",
+            int,
+            typer.Option(
+                1000,
+                "--resamples",
+                help="Bootstrap resamples over images (0: no intervals)",
+                rich_help_panel="Statistics",
+            ),
+        ),
+        _p(
+            "bootstrap_seed",
+            int,
+            typer.Option(0, "--bootstrap-seed", help="Seed of the bootstrap resamples", rich_help_panel="Statistics"),
+        ),
+        _p(
+            "rarefy_k",
+            int,
+            typer.Option(
+                10,
+                "--rarefy-k",
+                help="Birth points per draw of the rarefied FE (cells with fewer births get NaN)",
+                rich_help_panel="Statistics",
+            ),
+        ),
+    ),
+    StatisticsOptions.build,
+)
+
+CONTROL = typer.Option(
+    None,
+    "--control",
+    help="random-init: also score an untrained twin of the model (onnx-fe randomize) on the same images; "
+    "layers.csv then gives trained − control per layer",
+    show_default="none",
+    rich_help_panel="Statistics",
+)
+CONTROL_SEED = typer.Option(0, "--control-seed", help="Seed of the random-init twin", rich_help_panel="Statistics")

@@ -7,13 +7,25 @@ from typing import List, Optional
 
 import typer
 
-from ..config import DataOptions, MethodOptions, PreprocessOptions, RunnerOptions, ScoreConfig
+from ..config import DataOptions, MethodOptions, PreprocessOptions, RunnerOptions, ScoreConfig, StatisticsOptions
 from .app import QUIET, VERBOSE, _log, _set_verbosity, _verbosity, app
-from .options import BATCH, LAYERS, METHOD, RUNNER, WORKERS, images_group, options, preprocess_group
+from .options import (
+    BATCH,
+    CONTROL,
+    CONTROL_SEED,
+    LAYERS,
+    METHOD,
+    RUNNER,
+    STATISTICS,
+    WORKERS,
+    images_group,
+    options,
+    preprocess_group,
+)
 
 
 @app.command()
-@options(METHOD, images_group(), preprocess_group(), RUNNER)
+@options(METHOD, images_group(), preprocess_group(), RUNNER, STATISTICS)
 def score(
     model: Path = typer.Argument(..., help="ONNX model file"),
     data: Path = typer.Argument(
@@ -32,6 +44,8 @@ def score(
     keep_activations: bool = typer.Option(
         False, "--keep-activations", help="Also store every unit's maps in results.h5"
     ),
+    control: Optional[str] = CONTROL,
+    control_seed: int = CONTROL_SEED,
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
     *,
@@ -39,6 +53,7 @@ def score(
     images: DataOptions,
     preprocess: PreprocessOptions,
     runner: RunnerOptions,
+    statistics: StatisticsOptions,
 ):
     """Score every conv unit: birth points, feature entropy per class → results.h5 + scores.csv."""
     from ..experiments.score import run
@@ -56,6 +71,9 @@ def score(
         batch_size=batch_size,
         workers=workers,
         keep_activations=keep_activations,
+        statistics=statistics,
+        control=control,
+        control_seed=control_seed,
     )
     result = run(cfg, progress=not _verbosity["quiet"], log=_log)
     if _verbosity["quiet"]:
@@ -63,19 +81,47 @@ def score(
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"feature entropy per layer (mean over units and classes) — device: {result.device}")
-    for col in ("#", "layer", "tap", "units", "map", "feature entropy", "birth rate"):
-        t.add_column(col, justify="right" if col in ("#", "units", "feature entropy", "birth rate") else "left")
-    for r in result.summary:
-        t.add_row(
+    level = f"{100 * cfg.statistics.ci_level:g} %"
+    t = Table(
+        title=f"per layer: mean over units of the class-averaged scores, [{level} CI over units] — device: {result.device}"
+    )
+    cols = ["#", "layer", "tap", "units", "map", "FE", "rarefied FE", "birth rate", "noise FE"]
+    if result.control is not None:
+        cols += ["control FE", "Δ FE (trained − control)"]
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("layer", "tap") else "right")
+    for r in result.layers:
+        cells = [
             str(r["layer_index"]),
             r["layer"],
             r["tap"],
-            str(r["units"]),
-            r["size"],
-            f"{r['feature_entropy']:.3f}",
-            f"{r['birth_rate']:.3f}",
-        )
+            str(r["n_units"]),
+            f"{r['height']}×{r['width']}",
+            _ci(r, "fe"),
+            _ci(r, "fe_rarefied"),
+            _ci(r, "birth_rate"),
+            _num(r.get("null_fe")),
+        ]
+        if result.control is not None:
+            cells += [_num(r.get("control_fe")), _ci(r, "delta_fe")]
+        t.add_row(*cells)
     c = Console(stderr=False, width=max(120, Console().width))
     c.print(t)
-    c.print(f"wrote {result.scores_csv} and {result.results_h5}" + (" (reused)" if result.reused else ""))
+    c.print(
+        "noise FE: what structureless noise maps of the layer's size get; compare layers only against it and a control"
+    )
+    c.print(
+        f"wrote {result.scores_csv}, {result.layers_csv} and {result.results_h5}"
+        + (" (reused)" if result.reused else "")
+    )
+
+
+def _num(v) -> str:
+    return "n/a" if v is None or v != v else f"{v:.3f}"
+
+
+def _ci(r: dict, key: str) -> str:
+    lo, hi = r.get(f"{key}_ci_low"), r.get(f"{key}_ci_high")
+    if lo is None or lo != lo:
+        return _num(r.get(key))
+    return f"{_num(r.get(key))} [{lo:.2f}, {hi:.2f}]"

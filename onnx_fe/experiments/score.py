@@ -21,10 +21,11 @@ from ..config import ScoreConfig
 from ..data import Dataset, Preprocess, check_npz_shape, open_dataset, resolve_preprocess
 from ..errors import OnnxFeError
 from ..execution import SerialExecutor
-from ..io.results import create, is_complete_match, layer_key, layer_summary, open_partial, write_csv
+from ..io.results import STAT_COLUMNS, create, is_complete_match, layer_key, layer_summary, open_partial, write_csv
 from ..model.graph import ConvUnit, LoadedModel, conv_weight_l1, load_model, select_units
 from ..model.runner import MIN_SIDE, Runner, make_runner, probe_shapes
 from ..scores.entropy import entropy_table
+from ..scores.statistics import cell_statistics
 from ..topology import birth_points as _birth_points
 
 
@@ -36,6 +37,9 @@ class ScoreResult:
     device: str
     reused: bool
     summary: list[dict] = field(default_factory=list)
+    layers: list[dict] = field(default_factory=list)  # the rows of layers.csv
+    layers_csv: Path | None = None
+    control: ScoreResult | None = None  # the control run (``--control random-init``)
 
     def scores(self):
         """The scores table as a pandas DataFrame (needs pandas)."""
@@ -194,8 +198,58 @@ def score(
 
 
 def run(cfg: ScoreConfig, *, progress=False, log=None, executor=None) -> ScoreResult:
-    """Carry out one scoring run described by ``cfg`` (see :func:`score`)."""
+    """Carry out one scoring run described by ``cfg`` (see :func:`score`), its control if asked, and layers.csv."""
     log = log or (lambda msg: None)
+    res = _score_once(cfg, progress=progress, log=log, executor=executor)
+    control = None
+    if cfg.control == "random-init":
+        from ..model.randomize import randomize
+
+        twin_dir = res.output / "control"
+        twin_dir.mkdir(exist_ok=True)
+        twin = twin_dir / "model.onnx"
+        randomize(cfg.model, twin, seed=cfg.control_seed)
+        log(f"note: scoring the control, a random-init twin (seed {cfg.control_seed}) of the model: {twin}")
+        control = _score_once(
+            cfg.replace(model=str(twin), output=str(twin_dir), control=None),
+            progress=progress,
+            log=log,
+            executor=executor,
+        )
+        res.control = control
+    res.layers = _write_layers_csv(cfg, res, control)
+    return res
+
+
+def _write_layers_csv(cfg: ScoreConfig, res: ScoreResult, control: ScoreResult | None) -> list[dict]:
+    """layers.csv: each layer's means over units with CIs, the noise null of its map size, and the control."""
+    from ..io.results import read_layer_scores, write_table_csv
+    from ..scores.layers import layer_row
+    from ..scores.statistics import noise_null
+
+    layers = read_layer_scores(res.results_h5)
+    ctrl = {r["layer"]: r for r in read_layer_scores(control.results_h5)} if control is not None else None
+    rows = []
+    for lay in layers:
+        n_maps = int(np.median(lay["n_images"][lay["n_images"] > 0])) if (lay["n_images"] > 0).any() else 1
+        null = noise_null(
+            lay["height"],
+            lay["width"],
+            method=cfg.method.method,
+            params=cfg.method.kwargs,
+            n_maps=n_maps,
+            k=cfg.statistics.rarefy_k,
+        )
+        rows.append(
+            layer_row(lay, cfg.statistics.ci_level, null=null, control=ctrl.get(lay["layer"]) if ctrl else None)
+        )
+    res.layers_csv = res.output / "layers.csv"
+    write_table_csv(res.layers_csv, rows)
+    return rows
+
+
+def _score_once(cfg: ScoreConfig, *, progress=False, log=None, executor=None) -> ScoreResult:
+    """One model's scores: results.h5 and scores.csv (reused or resumed when possible)."""
     plan = Plan.build(cfg, log)
     lm, ds, runner, units = plan.model, plan.dataset, plan.runner, plan.units
     workers = cfg.workers or os.cpu_count() or 1
@@ -215,6 +269,7 @@ def run(cfg: ScoreConfig, *, progress=False, log=None, executor=None) -> ScoreRe
         "classes": list(ds.classes),
         "seed": cfg.images.seed,
         "keep_activations": cfg.keep_activations,
+        "statistics": cfg.to_dict()["statistics"],
         "format_version": 1,
     }
     device_used = runner.device
@@ -257,7 +312,7 @@ def run(cfg: ScoreConfig, *, progress=False, log=None, executor=None) -> ScoreRe
         start = 0
     try:
         _run_shards(f, plan, start, workers, progress, executor or SerialExecutor())
-        _finish(f, lm, ds, units)
+        _finish(f, lm, ds, units, cfg.statistics)
     except BaseException:
         f.close()
         raise
@@ -362,9 +417,11 @@ def _run_shards(f, plan: Plan, start: int, workers: int, progress: bool, executo
                 bar.advance(t_img, e - s)
 
 
-def _finish(f, lm: LoadedModel, ds, units) -> None:
+def _finish(f, lm: LoadedModel, ds, units, so) -> None:
     labels = f["labels"][()]
     k = len(ds.classes)
+    # a class's bootstrap resamples are keyed by its name, so they do not depend on which other classes were chosen
+    class_ids = [int.from_bytes(hashlib.sha256(c.encode()).digest()[:7], "little") for c in ds.classes]
     for u in units:
         g = f["layers"][layer_key(u.index)]
         n_img, fe, br, ie = entropy_table(g["birth_points"][()], labels, k)
@@ -372,6 +429,20 @@ def _finish(f, lm: LoadedModel, ds, units) -> None:
             if name in g:
                 del g[name]
             g.create_dataset(name, data=arr)
+        st = cell_statistics(
+            g["birth_points"][()],
+            labels,
+            k,
+            k=so.rarefy_k,
+            level=so.ci_level,
+            n_resamples=so.resamples,
+            seed=so.bootstrap_seed,
+            class_ids=class_ids,
+        )
+        for name in STAT_COLUMNS:
+            if name in g:
+                del g[name]
+            g.create_dataset(name, data=getattr(st, name))
         l1 = conv_weight_l1(lm.model, u)
         if "weight_l1" in g:
             del g["weight_l1"]

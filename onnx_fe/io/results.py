@@ -134,6 +134,7 @@ def write_csv(h5_path: Path, csv_path: Path) -> None:
                 "mean_activation",
                 "apoz",
                 "weight_l1",
+                *STAT_COLUMNS,
             ]
         )
         for key in sorted(f["layers"]):
@@ -143,6 +144,7 @@ def write_csv(h5_path: Path, csv_path: Path) -> None:
             n_img = g["n_images"][()]
             ma, zf = g["mean_activation"][()], g["zero_fraction"][()]
             l1 = g["weight_l1"][()]
+            extra = [g[c][()] if c in g else None for c in STAT_COLUMNS]
             for k, cname in enumerate(classes):
                 rows = labels == k
                 ma_k = ma[rows].astype(np.float64).mean(axis=0) if rows.any() else np.full(ma.shape[1], np.nan)
@@ -161,9 +163,59 @@ def write_csv(h5_path: Path, csv_path: Path) -> None:
                             repr(float(ma_k[j])),
                             repr(float(zf_k[j])),
                             repr(float(l1[j])),
+                            *("" if a is None else _cell(a[k, j]) for a in extra),
                         ]
                     )
     os.replace(tmp, csv_path)
+
+
+# per unit × class statistics (onnx_fe.scores.statistics), stored per layer as (K, C) datasets
+STAT_COLUMNS = (
+    "n_births",
+    "fe_ci_low",
+    "fe_ci_high",
+    "fe_rarefied",
+    "fe_rarefied_ci_low",
+    "fe_rarefied_ci_high",
+    "birth_rate_ci_low",
+    "birth_rate_ci_high",
+)
+
+
+def _cell(v) -> str:
+    if isinstance(v, (np.integer, int)):
+        return str(int(v))
+    return repr(float(v) + 0.0)  # + 0.0 turns -0.0 into 0.0
+
+
+def read_layer_scores(h5_path: Path) -> list[dict]:
+    """Each layer's attributes and (K, C) statistics from a complete results file."""
+    out = []
+    with h5py.File(h5_path, "r") as f:
+        for key in sorted(f["layers"]):
+            g = f["layers"][key]
+            out.append(
+                {
+                    "layer": str(g.attrs["name"]),
+                    "layer_index": int(g.attrs["index"]),
+                    "height": int(g.attrs["height"]),
+                    "width": int(g.attrs["width"]),
+                    "tap": _tap_kind(g.attrs),
+                    "activated": bool(g.attrs.get("activated", False)),
+                    "n_units": int(g.attrs["channels"]),
+                    "n_images": g["n_images"][()],
+                    **{s: g[s][()] for s in ("feature_entropy", "birth_rate", "fe_rarefied", "n_births") if s in g},
+                }
+            )
+    return out
+
+
+def write_table_csv(path: Path, rows: list[dict]) -> None:
+    """Dict rows (same keys) as a CSV, atomically; floats as repr, -0.0 as 0.0."""
+    from .tables import write_rows_csv
+
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    write_rows_csv(path, cols, [{k: (v + 0.0 if isinstance(v, float) else v) for k, v in r.items()} for r in rows])
 
 
 def layer_summary(h5_path: Path) -> list[dict]:

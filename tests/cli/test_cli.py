@@ -27,6 +27,14 @@ CSV_COLUMNS = [
     "mean_activation",
     "apoz",
     "weight_l1",
+    "n_births",
+    "fe_ci_low",
+    "fe_ci_high",
+    "fe_rarefied",
+    "fe_rarefied_ci_low",
+    "fe_rarefied_ci_high",
+    "birth_rate_ci_low",
+    "birth_rate_ci_high",
 ]
 CHANNELS = {"conv1": 4, "conv2": 6, "conv3": 8}
 
