@@ -18,7 +18,19 @@ Construction, as the reference behaves (verified on the 386 golden maps of
    row 0 (a cycle made only of tied top values).
 6. Maps smaller than 4×4 cannot hold a flag-complex cycle: birth point 0.
 
-Engine: ripser.py (already a dependency), called on a *sparse* edge list whose
+Two engines, identical birth points:
+
+* :func:`clique_birth_points` (used by the pipeline): the compiled tie-group scan of
+  :mod:`onnx_fe.topology.clique_scan`. It never builds a persistence diagram: it adds the
+  edges one tie group at a time, keeps β1 = 0 as an invariant with a union–find forest and
+  a GF(2) rank test on the triangles of the group, and stops at the first group where β1
+  becomes nonzero (or at the cone, or past index ``threshold + 1``). Bounded work for
+  tie-heavy maps too, and it runs without the GIL.
+* :func:`clique_birth_points_ripser`: the previous engine, the persistence diagram of the
+  flag filtration from ripser.py, kept as the oracle of the tests and as the "before" of
+  ``benchmarks/bench_clique.py``. :func:`clique_betti_curve` (the whole β1 curve) uses it.
+
+ripser.py is called on a *sparse* edge list whose
 filtration values are the ranks themselves, so its barcode is in index units:
 β1 at index ``t`` is the number of bars ``[b, d)`` with ``b ≤ t < d``
 (``d = ∞`` when the bar outlives the edges given). Ripser drops zero-length
@@ -35,10 +47,9 @@ Only what can matter is built:
 * once some vertex is joined to every other vertex the flag complex is a cone,
   so β1 is 0 from that index on and later edges are dropped
   (all-zero, constant and very sparse ReLU maps cost nothing);
-* the complex is grown in stages (about 512, 2048, … edges, whole tie groups
+* (ripser engine) the complex is grown in stages (about 512, 2048, … edges, whole tie groups
   at a time) and the search stops at the first stage that holds a bar, because
-  only the earliest birth is wanted. This matters for maps with many ties
-  (quantised activations), whose complexes can otherwise be large.
+  only the earliest birth is wanted.
 """
 
 from __future__ import annotations
@@ -48,8 +59,9 @@ import math
 import numpy as np
 
 from ..errors import InvalidMapError
+from .clique_scan import first_birth_indices
 
-__all__ = ["clique_birth_points", "clique_betti_curve", "index_cap"]
+__all__ = ["clique_betti_curve", "clique_birth_points", "clique_birth_points_ripser", "index_cap"]
 
 # Birth points: first stage of the staged search, in edges; each stage ×4.
 _FIRST_STAGE_EDGES = 512
@@ -196,7 +208,29 @@ def clique_birth_points(maps, threshold: int = 50, max_edge_density: float = 0.8
 
     The birth point is the 0-based row of the reference β1 curve at which β1
     first becomes nonzero; rows above ``threshold`` and row 0 read 0. The maps
-    must be finite (not checked here).
+    must be finite (not checked here; :func:`onnx_fe.topology.birth_points` checks).
+    Float maps are compared in their own precision (float16 is widened exactly to
+    float32), integer maps as float64, as the ripser engine does.
+    """
+    a = np.asarray(maps)
+    if a.ndim != 3 or a.shape[1] != a.shape[2]:
+        raise InvalidMapError(f"maps must have shape (N, H, H), got {a.shape}")
+    density = _check_density(max_edge_density)
+    n, h, _ = a.shape
+    limit = min(int(threshold) + 1, index_cap(h, density))  # birth row r ≤ threshold ⇔ index ≤ threshold + 1
+    if n == 0 or h < 4 or limit < 2:  # index 1 is row 0, which reads 0 anyway
+        return np.zeros(n, dtype=np.int32)
+    a = _as_float(a)
+    dtype = np.float32 if a.dtype.itemsize <= 4 else np.float64  # float16 → float32 is exact
+    a = np.ascontiguousarray(a, dtype=dtype)  # also native byte order
+    b = first_birth_indices(a, limit)
+    return np.where(b > 1, b - 1, 0).astype(np.int32)  # index b is row b - 1; row 0 reads 0
+
+
+def clique_birth_points_ripser(maps, threshold: int = 50, max_edge_density: float = 0.8) -> np.ndarray:
+    """:func:`clique_birth_points` by the previous engine (ripser.py's persistence diagram, staged search).
+
+    Same results, slower on tie-heavy maps; kept as the oracle of the tests and the baseline of the benchmark.
     """
     a = np.asarray(maps)
     if a.ndim != 3 or a.shape[1] != a.shape[2]:

@@ -1,4 +1,8 @@
-"""Clique (paper-faithful) birth points: golden reference, an independent oracle, hand-made cases."""
+"""Clique (paper-faithful) birth points: golden reference, an independent oracle, hand-made cases.
+
+Both engines (the default tie-group scan and the ripser one) are held to the golden birth points; the scan is
+compared with the ripser engine in depth in test_clique_scan.py.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onnx_fe.topology import clique
-from onnx_fe.topology.clique import clique_betti_curve, clique_birth_points, index_cap
+from onnx_fe.topology.clique import clique_betti_curve, clique_birth_points, clique_birth_points_ripser, index_cap
 
 # the paper authors' reference birth points (copied from shared/golden/; see tests/data/golden/README.md)
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden" / "clique_birth_points.npz"
@@ -33,7 +37,8 @@ def golden():
         }
 
 
-def test_golden_birth_points(golden):
+@pytest.mark.parametrize("engine", [clique_birth_points, clique_birth_points_ripser], ids=["scan", "ripser"])
+def test_golden_birth_points(golden, engine):
     maps, ref, kind = golden["maps"], golden["birth_point"], golden["kind"]
     assert len(maps) == 386
     got = np.zeros(len(maps), dtype=np.int64)
@@ -41,7 +46,7 @@ def test_golden_birth_points(golden):
     for i, m in enumerate(maps):
         by_size.setdefault(m.shape[0], []).append(i)
     for idx in by_size.values():  # batched, as the pipeline calls it
-        got[idx] = clique_birth_points(np.stack([maps[i] for i in idx]))
+        got[idx] = engine(np.stack([maps[i] for i in idx]))
     bad = np.flatnonzero(got != ref)
     detail = ", ".join(
         f"#{i} {kind[i]} {maps[i].shape[0]}×{maps[i].shape[0]}: got {got[i]}, want {ref[i]}" for i in bad[:30]
@@ -262,7 +267,7 @@ def test_integer_maps_are_accepted():
     assert clique_birth_points(m[None]).tolist() == [3]
 
 
-def test_chunking_and_staging_do_not_change_results(monkeypatch):
+def test_chunking_and_staging_of_the_ripser_engine_do_not_change_results(monkeypatch):
     rng = np.random.default_rng(7)
     maps = np.concatenate(
         [
@@ -273,9 +278,10 @@ def test_chunking_and_staging_do_not_change_results(monkeypatch):
     ).astype(np.float32)
     want = np.array([first_nonzero_row(clique_betti_curve(m)) for m in maps])
     np.testing.assert_array_equal(clique_birth_points(maps), want)
+    np.testing.assert_array_equal(clique_birth_points_ripser(maps), want)
     monkeypatch.setattr(clique, "_CHUNK_ENTRIES", 28 * 28 * 3)
     monkeypatch.setattr(clique, "_FIRST_STAGE_EDGES", 4)
-    np.testing.assert_array_equal(clique_birth_points(maps), want)
+    np.testing.assert_array_equal(clique_birth_points_ripser(maps), want)
 
 
 def test_public_ripser_fallback_gives_the_same_results(monkeypatch):
@@ -285,6 +291,6 @@ def test_public_ripser_fallback_gives_the_same_results(monkeypatch):
     want_bp = clique_birth_points(maps)
     want_curve = clique_betti_curve(maps[0])
     monkeypatch.setattr(clique, "_rips_sparse", None)
-    np.testing.assert_array_equal(clique_birth_points(maps), want_bp)
+    np.testing.assert_array_equal(clique_birth_points_ripser(maps), want_bp)
     np.testing.assert_array_equal(clique_betti_curve(maps[0]), want_curve)
-    assert clique_birth_points(four_cycle()[None]).tolist() == [3]
+    assert clique_birth_points_ripser(four_cycle()[None]).tolist() == [3]
