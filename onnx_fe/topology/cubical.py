@@ -23,7 +23,9 @@ def dense_rank(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     n = len(maps)
     flat = maps.reshape(n, -1)
-    order = np.argsort(-flat, axis=1)  # ties may come in any order: they get one rank
+    # largest first; ties may come in any order: they get one rank. (Reversing an ascending sort, not sorting the
+    # negated values: negation wraps unsigned integers and the smallest signed one.)
+    order = np.argsort(flat, axis=1)[:, ::-1]
     vals = np.take_along_axis(flat, order, axis=1)
     srt = np.zeros(vals.shape, dtype=np.int64)
     np.cumsum(vals[:, 1:] != vals[:, :-1], axis=1, out=srt[:, 1:])
