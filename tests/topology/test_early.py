@@ -219,3 +219,11 @@ def test_real_activations_of_the_demo_model(tmp_path):
         assert bp.any() and not bp.all()
         n += len(maps)
     assert n == 30 * (8 + 16 + 32)
+
+
+def test_every_kernel_is_compiled_to_release_the_gil():
+    # birth_points(..., workers=n) runs the engine in threads: they only run in parallel if the kernel drops the GIL
+    from onnx_fe.topology import early
+
+    kernels = [early._batch, early._descending_keys, early._radix_sort, early._entered_at_first_hole]
+    assert all(k.targetoptions.get("nogil") is True for k in kernels)
