@@ -99,7 +99,7 @@ def birth_points(
         from .clique import clique_birth_points
 
         fn = lambda chunk: clique_birth_points(chunk, **p)
-    elif engine == "early":
+    elif engine == "early" and a.dtype.itemsize <= 8:  # wider floats (long double): the cripser engine, same result
         from .early import early_birth_points
 
         fn = lambda chunk: early_birth_points(chunk, **p)

@@ -188,6 +188,12 @@ def test_engine_choice_in_the_public_api():
         birth_points(np.array([[[0.0, np.nan], [1.0, 2.0]]]), engine="early")
 
 
+def test_float16_and_long_double_maps():
+    m = np.round(np.random.default_rng(5).normal(size=(40, 9, 8)), 1)
+    for dt in (np.float16, np.longdouble):  # long double has no early kernel: birth_points uses cripser for it
+        assert np.array_equal(birth_points(m.astype(dt)), birth_points(m.astype(dt), engine="cripser"))
+
+
 def test_non_contiguous_and_single_map_inputs():
     rng = np.random.default_rng(11)
     m = rng.normal(size=(12, 15, 5))
