@@ -1,6 +1,8 @@
 """Birth points of feature maps: the methods, their parameters and the batch entry point (pure math, no I/O).
 
-See :mod:`onnx_fe.topology.cubical` and :mod:`onnx_fe.topology.clique` for the two constructions.
+See :mod:`onnx_fe.topology.cubical` and :mod:`onnx_fe.topology.clique` for the two constructions. The cubical
+construction has two engines with identical results: ``early`` (default, :mod:`onnx_fe.topology.early`, stops at the
+first hole) and ``cripser`` (the full persistence diagram; the oracle in tests).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from ..errors import InvalidMapError
 from .cubical import cubical_batch
 
 METHODS = ("cubical", "clique")
+ENGINES = ("early", "cripser")  # cubical engines, same birth points; the first is the default
 CUBICAL_DEFAULTS = {"resolution": 100, "threshold": 75}  # threshold chosen in docs/reproduction.md
 CLIQUE_DEFAULTS = {"threshold": 50, "max_edge_density": 0.8}
 
@@ -59,15 +62,28 @@ def _as_maps(maps) -> np.ndarray:
     return a
 
 
-def birth_points(maps, method: str = "cubical", workers: int | None = 1, **params) -> np.ndarray:
+def check_engine(engine: str | None) -> str:
+    """The cubical engine to use (None → the default), refusing unknown names."""
+    if engine is None:
+        return ENGINES[0]
+    if engine not in ENGINES:
+        raise InvalidMapError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    return engine
+
+
+def birth_points(
+    maps, method: str = "cubical", workers: int | None = 1, engine: str | None = None, **params
+) -> np.ndarray:
     """Birth point of every map: an array (N, H, W) (or one (H, W) map) → int32 (N,).
 
-    ``workers`` > 1 computes maps in threads; cripser releases the GIL so the
-    cubical method scales, ripser does not (the clique method is fast enough
-    on one thread). The result never depends on ``workers``. ``params`` are the method's parameters
-    (cubical: resolution=100, threshold=75; clique: threshold=50, max_edge_density=0.8).
+    ``workers`` > 1 computes maps in threads; the compiled kernels of both methods (and cripser) release the GIL,
+    so both scale across cores. The result never depends on ``workers``. ``params`` are the method's parameters
+    (cubical: resolution=100, threshold=75; clique: threshold=50, max_edge_density=0.8). ``engine`` picks how the
+    cubical method is computed, with identical results: "early" (default) or "cripser"; the clique method has one
+    engine and ignores it.
     """
     p = method_params(method, **params)
+    engine = check_engine(engine)
     a = _as_maps(maps)
     n = len(a)
     if n == 0:
@@ -78,6 +94,10 @@ def birth_points(maps, method: str = "cubical", workers: int | None = 1, **param
         from .clique import clique_birth_points
 
         fn = lambda chunk: clique_birth_points(chunk, **p)
+    elif engine == "early" and a.dtype.itemsize <= 8:  # wider floats (long double): the cripser engine, same result
+        from .early import early_birth_points
+
+        fn = lambda chunk: early_birth_points(chunk, **p)
     else:
         fn = lambda chunk: cubical_batch(chunk, **p)
     workers = max(1, int(workers or os.cpu_count() or 1))

@@ -7,6 +7,9 @@ map, positive rescaling included. The birth point is the first filtration step a
 persistence is born, measured as the fraction of the map's pixels that have entered, quantised into ``resolution``
 steps: ``ceil(resolution * entered / H·W)``. Steps above ``threshold`` (default 75) count as "no birth point" (0).
 See docs/method.md. Pure math, no I/O.
+
+This module is the ``cripser`` engine, the oracle; the default ``early`` engine (:mod:`onnx_fe.topology.early`) gives
+the same birth points without computing the diagram.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ def dense_rank(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     n = len(maps)
     flat = maps.reshape(n, -1)
-    order = np.argsort(-flat, axis=1)  # ties may come in any order: they get one rank
+    # largest first; ties may come in any order: they get one rank. (Reversing an ascending sort, not sorting the
+    # negated values: negation wraps unsigned integers and the smallest signed one.)
+    order = np.argsort(flat, axis=1)[:, ::-1]
     vals = np.take_along_axis(flat, order, axis=1)
     srt = np.zeros(vals.shape, dtype=np.int64)
     np.cumsum(vals[:, 1:] != vals[:, :-1], axis=1, out=srt[:, 1:])
@@ -56,6 +61,9 @@ def cubical_batch(maps: np.ndarray, resolution: int, threshold: int) -> np.ndarr
     return out
 
 
-def cubical_birth_point(m: np.ndarray, resolution: int = 100, threshold: int = 75) -> int:
-    """Birth point of one finite 2-D map (0 = none); see the module docstring."""
-    return int(cubical_batch(np.asarray(m, dtype=np.float64)[None], resolution, threshold)[0])
+def cubical_birth_point(m: np.ndarray, resolution: int = 100, threshold: int = 75, engine: str | None = None) -> int:
+    """Birth point of one finite 2-D map (0 = none) by either engine ("early", the default, or "cripser")."""
+    from .birth import birth_points
+
+    m = np.asarray(m, dtype=np.float64)
+    return int(birth_points(m[None], engine=engine, resolution=resolution, threshold=threshold)[0])

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from onnx_fe import birth_points
-from onnx_fe.topology import InvalidMapError, cubical_birth_point
+from onnx_fe.topology import InvalidMapError, cubical_birth_point, dense_rank
+from onnx_fe.topology.cubical import cubical_batch
 
 
 def ring_map():
@@ -113,3 +114,17 @@ def test_bad_inputs_are_refused_with_clear_errors():
         birth_points(np.zeros((1, 4, 4)), max_edge_density=0.5)
     with pytest.raises(ValueError, match="threshold"):
         birth_points(np.zeros((1, 4, 4)), threshold=101)
+
+
+def test_dense_rank_of_integers_does_not_wrap():
+    # negating unsigned values (or the smallest int64) wraps around: the minimum must still rank last
+    for dt in (np.uint8, np.uint16, np.uint32, np.uint64, np.int64):
+        lo = np.iinfo(dt).min
+        m = np.array([[[lo, 3], [2, 7]]], dtype=dt)
+        ranks, srt = dense_rank(m)
+        assert ranks.tolist() == [[[3.0, 1.0], [2.0, 0.0]]], dt
+        assert srt.tolist() == [[0, 1, 2, 3]]
+    ring = np.zeros((5, 5), np.uint8)  # a ring of 2 around a centre of 1 in a field of 0: hole at 8/25, then filled
+    ring[1:4, 1:4] = 2
+    ring[2, 2] = 1
+    assert cubical_batch(ring[None], 100, 75).tolist() == [32]
