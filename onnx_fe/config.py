@@ -202,14 +202,17 @@ class MethodOptions:
 
     method: str = "cubical"
     params: tuple[tuple[str, Any], ...] = ()
+    engine: str = "early"  # cubical: "early" (default) or "cripser"; identical birth points, so not in the fingerprint
 
     @property
     def kwargs(self) -> dict:
         return dict(self.params)
 
     @classmethod
-    def build(cls, method="cubical", resolution=None, threshold=None, max_edge_density=None) -> MethodOptions:
-        from .topology import METHODS, method_params
+    def build(
+        cls, method="cubical", resolution=None, threshold=None, max_edge_density=None, engine=None
+    ) -> MethodOptions:
+        from .topology import ENGINES, METHODS, method_params
 
         m = _choice(method or "cubical", "--method", METHODS)
         if m == "cubical" and max_edge_density is not None:
@@ -225,7 +228,10 @@ class MethodOptions:
             p = method_params(m, **given)
         except (TypeError, ValueError) as e:
             raise OptionError(str(e)) from None
-        return cls(method=m, params=tuple(sorted(p.items())))
+        eng = "early" if engine is None else _choice(engine, "--engine", ENGINES)
+        if m == "clique" and engine is not None and eng != "early":
+            raise OptionError("--engine applies to --method cubical only")
+        return cls(method=m, params=tuple(sorted(p.items())), engine=eng)
 
 
 @dataclass(frozen=True)
@@ -305,6 +311,7 @@ class ScoreConfig:
         resolution=None,
         threshold=None,
         max_edge_density=None,
+        engine=None,
         images_per_class=100,
         classes=None,
         seed=0,
@@ -332,7 +339,7 @@ class ScoreConfig:
             data,
             output,
             layers=layers,
-            method=MethodOptions.build(method, resolution, threshold, max_edge_density),
+            method=MethodOptions.build(method, resolution, threshold, max_edge_density, engine),
             images=DataOptions.build(images_per_class, classes, seed),
             preprocess=PreprocessOptions.build(input_size, layout, color, scale, mean, std),
             runner=RunnerOptions.build(device, threads),
@@ -391,7 +398,7 @@ class ScoreConfig:
     # ---- serialisation
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["method"] = {"method": self.method.method, "params": self.method.kwargs}
+        d["method"] = {"method": self.method.method, "params": self.method.kwargs, "engine": self.method.engine}
         return _plain(d)
 
     def to_json(self) -> str:
@@ -401,7 +408,9 @@ class ScoreConfig:
     def from_dict(cls, d: dict) -> ScoreConfig:
         m = d.get("method", {})
         kw = {f.name: d[f.name] for f in fields(cls) if f.name in d}
-        kw["method"] = MethodOptions(m.get("method", "cubical"), tuple(sorted(m.get("params", {}).items())))
+        kw["method"] = MethodOptions(
+            m.get("method", "cubical"), tuple(sorted(m.get("params", {}).items())), m.get("engine", "early")
+        )
         kw["images"] = DataOptions(**_tuples(d.get("images", {})))
         kw["preprocess"] = PreprocessOptions(**_tuples(d.get("preprocess", {})))
         kw["runner"] = RunnerOptions(**d.get("runner", {}))
@@ -417,7 +426,7 @@ class ScoreConfig:
         """The settings that decide the scores (the model's and data's contents are added by the run)."""
         d = self.to_dict()
         return {
-            "method": d["method"],
+            "method": {k: v for k, v in d["method"].items() if k != "engine"},
             "images": d["images"],
             "preprocess": d["preprocess"],
             "layers": d["layers"],

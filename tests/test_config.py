@@ -183,3 +183,15 @@ def test_statistics_options_are_checked_and_round_trip():
         with pytest.raises(OptionError) as e:
             ScoreConfig.build("m.onnx", "d", **kwargs)
         assert message in str(e.value)
+
+
+def test_the_cubical_engine_is_an_option_that_does_not_change_the_fingerprint(files):
+    a = ScoreConfig.build("m.onnx", "d", engine="cripser")
+    assert a.method.engine == "cripser" and ScoreConfig.from_json(a.to_json()) == a
+    assert a.fingerprint() == ScoreConfig.build("m.onnx", "d").fingerprint()
+    with pytest.raises(OptionError, match="--engine"):
+        ScoreConfig.build("m.onnx", "d", engine="gpu")
+    root, data = files
+    r1 = onnx_fe.score(root / "m.onnx", data, root / "e1", engine="cripser", device="cpu")
+    r2 = onnx_fe.score(root / "m.onnx", data, root / "e2", device="cpu")
+    assert r1.scores_csv.read_bytes() == r2.scores_csv.read_bytes()

@@ -226,6 +226,17 @@ METHOD = OptionGroup(
                 rich_help_panel="Method",
             ),
         ),
+        _p(
+            "engine",
+            Optional[str],
+            typer.Option(
+                None,
+                "--engine",
+                help="cubical: early (exact early-stop kernel) or cripser (full diagram); same birth points",
+                show_default="early",
+                rich_help_panel="Method",
+            ),
+        ),
     ),
     MethodOptions.build,
 )

@@ -381,7 +381,13 @@ def compute_shard(plan: Plan, start: int, stop: int, workers: int = 1) -> ShardR
         if not np.isfinite(a).all():
             bad = int((~np.isfinite(a.reshape(b, -1))).any(axis=1).argmax())
             raise OnnxFeError(f"layer {u.index} {u.name} gives NaN or ±inf on image {ds.ids[start + bad]}")
-        bp = _birth_points(a.reshape(b * c, h, w), method=cfg.method.method, workers=workers, **cfg.method.kwargs)
+        bp = _birth_points(
+            a.reshape(b * c, h, w),
+            method=cfg.method.method,
+            workers=workers,
+            engine=cfg.method.engine if cfg.method.method == "cubical" else None,
+            **cfg.method.kwargs,
+        )
         res.birth_points[u.index] = bp.reshape(b, c)
         res.mean_activation[u.index] = a.astype(np.float64, copy=False).mean(axis=(2, 3)).astype(np.float32)
         res.zero_fraction[u.index] = (a == 0).mean(axis=(2, 3)).astype(np.float32)
