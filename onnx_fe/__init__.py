@@ -10,6 +10,7 @@ Python API::
     a = onnx_fe.ablate("model.onnx", "data/", "out/")        # cumulative ablation curves (graph rewrite)
     c = onnx_fe.compare(["a.onnx", "b.onnx"], "data/")       # several networks side by side
     r = onnx_fe.randomize("model.onnx", "twin.onnx", seed=0) # untrained twin (random-init control)
+    p = onnx_fe.report("out/")                               # one self-contained HTML page (needs matplotlib)
 """
 
 __version__ = "0.1.0"
@@ -29,6 +30,7 @@ _LAZY = {
     "compare": "experiments.compare",
     "randomize": "model.randomize",
     "randomize_model": "model.randomize",
+    "report": "report",  # the subpackage, callable: onnx_fe.report(...) runs onnx_fe.report.build.report
 }
 
 
@@ -36,7 +38,8 @@ def __getattr__(name):
     if name in _LAZY:
         import importlib
 
-        obj = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        mod = importlib.import_module(f".{_LAZY[name]}", __name__)
+        obj = mod if _LAZY[name] == name else getattr(mod, name)
         globals()[name] = obj
         return obj
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -61,6 +64,7 @@ __all__ = [
     "compare",
     "randomize",
     "randomize_model",
+    "report",
     "birth_points",
     "feature_entropy",
     "betti_curve",

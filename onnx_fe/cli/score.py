@@ -46,6 +46,9 @@ def score(
     ),
     control: Optional[str] = CONTROL,
     control_seed: int = CONTROL_SEED,
+    report: bool = typer.Option(
+        False, "--report", help="Also write OUTPUT/report.html (needs matplotlib; see `onnx-fe report`)"
+    ),
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
     *,
@@ -59,6 +62,10 @@ def score(
     from ..experiments.score import run
 
     _set_verbosity(quiet, verbose)
+    if report:  # fail before the long work when the report could not be drawn
+        from ..report.build import check_can_report
+
+        check_can_report()
     cfg = ScoreConfig.create(
         model,
         data,
@@ -76,6 +83,10 @@ def score(
         control_seed=control_seed,
     )
     result = run(cfg, progress=not _verbosity["quiet"], log=_log)
+    if report:
+        from .report import write_report
+
+        write_report(result.output, result.output / "report.html")
     if _verbosity["quiet"]:
         return
     from rich.console import Console

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -250,6 +252,7 @@ def _write_layers_csv(cfg: ScoreConfig, res: ScoreResult, control: ScoreResult |
 
 def _score_once(cfg: ScoreConfig, *, progress=False, log=None, executor=None) -> ScoreResult:
     """One model's scores: results.h5 and scores.csv (reused or resumed when possible)."""
+    t0 = time.perf_counter()
     plan = Plan.build(cfg, log)
     lm, ds, runner, units = plan.model, plan.dataset, plan.runner, plan.units
     workers = cfg.workers or os.cpu_count() or 1
@@ -313,6 +316,9 @@ def _score_once(cfg: ScoreConfig, *, progress=False, log=None, executor=None) ->
     try:
         _run_shards(f, plan, start, workers, progress, executor or SerialExecutor())
         _finish(f, lm, ds, units, cfg.statistics)
+        # seconds of the call that completed the run (a resumed run counts its last part only), and when it ended
+        f.attrs["wall_time_s"] = time.perf_counter() - t0
+        f.attrs["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     except BaseException:
         f.close()
         raise
