@@ -53,17 +53,14 @@ class ReportResult:
 
 # --------------------------------------------------------------------------- layers.csv column names
 
-# layers.csv columns as issue 10 names them; several spellings are accepted so that a renamed column still shows.
+# Older spellings are accepted too, so that a renamed column still shows.
 NULL_FE = ("null_fe",)
-CONTROL_FE = ("control_fe", "control_mean_fe", "control_feature_entropy")
-CONTROL_LO = ("control_fe_ci_low", "control_fe_q25")
-CONTROL_HI = ("control_fe_ci_high", "control_fe_q75")
-CONTROL_BR = ("control_birth_rate", "control_mean_birth_rate")
-CONTROL_RAR = ("control_fe_rarefied", "control_mean_fe_rarefied")
-DELTA = ("delta_fe",)
-DELTA_LO = ("delta_fe_ci_low",)
-DELTA_HI = ("delta_fe_ci_high",)
-COHEN = ("cohens_d", "cohen_d", "delta_fe_cohens_d", "delta_fe_d")
+NULL_RAR = ("null_fe_rarefied",)
+NULL_BR = ("null_birth_rate",)
+CONTROL_FE = ("control_fe", "control_mean_fe")
+CONTROL_RAR = ("control_fe_rarefied",)
+CONTROL_BR = ("control_birth_rate",)
+COHEN = ("cohens_d", "cohen_d")
 
 
 def _tv(row, names):
@@ -157,6 +154,23 @@ def run_info(run: Run) -> list[tuple[str, str]]:
     for k in ("started", "finished", "created"):
         if k in a:
             items.append((k, esc(a[k])))
+    st = run.config.get("statistics")
+    if isinstance(st, dict) and st:
+        items.append(("statistics", esc(", ".join(f"{k} {_short(v)}" for k, v in st.items()))))
+    if run.control is not None:
+        seed = run.config.get("control_seed")
+        items.append(
+            (
+                "control",
+                esc(
+                    f"{run.config.get('control') or 'control'}"
+                    + (f" twin (seed {seed})" if seed is not None else "")
+                    + f", scored on the same images: {run.control.results_h5}"
+                ),
+            )
+        )
+    elif run.config.get("control"):
+        items.append(("control", '<span class="muted">asked for, but its results are not here</span>'))
     cfg = a.get("config")
     if isinstance(cfg, dict):
         items.append(
@@ -192,17 +206,32 @@ def header_section(runs: list[Run]) -> Section:
 # --------------------------------------------------------------------------- per-layer table
 
 
-def _ci_cell(v, lo, hi) -> str:
+def _ci_cell(v, lo, hi, digits: int = 3) -> str:
     if v is None:
         return "–"
-    s = esc(fmt(v))
+    s = esc(fmt(v, digits))
     if lo is not None and hi is not None:
-        s += f' <span class="ci">[{esc(fmt(lo))}, {esc(fmt(hi))}]</span>'
+        s += f'<br><span class="ci">[{esc(fmt(lo, digits))}, {esc(fmt(hi, digits))}]</span>'
     return s
 
 
-def layer_columns(rows: list[dict]) -> list[Column]:
-    has = lambda *names: any(table_value(r, *names) is not None for r in rows)
+def _has(rows, *names) -> bool:
+    return any(table_value(r, *names) is not None for r in rows)
+
+
+def _ci_col(key: str, header: str, tip: str, lo: str, hi: str, digits: int = 3) -> Column:
+    return Column(
+        key, header, tip, digits, render=lambda r: _ci_cell(_tv(r, (key,)), _tv(r, (lo,)), _tv(r, (hi,)), digits)
+    )
+
+
+def _pct(level: float) -> str:
+    return f"{100 * level:g} %"
+
+
+def layer_columns(rows: list[dict], level: float = 0.95) -> list[Column]:
+    """The layer table's columns: always the map, tap and means; CIs, the noise null and rarefied FE when stored."""
+    ci = _pct(level)
     cols = [
         Column("layer_index", "#", "Conv layer index (as in onnx-fe inspect)", 0),
         Column(
@@ -215,9 +244,10 @@ def layer_columns(rows: list[dict]) -> list[Column]:
         Column(
             "tap_kind",
             "tap",
-            "where the map is read: the chain from the Conv, and whether it ends after an activation",
+            "where the map is read: after an activation (post) or before one (pre: a signed map), and "
+            "the op it ends after; hover for the chain from the Conv",
             numeric=False,
-            render=lambda r: f'{esc(r["tap_kind"])}<br><span class="mono">{esc(r["chain"])}</span>',
+            render=lambda r: f'<span title="{esc(r["chain"])}">{esc(r["tap_kind"])}</span>',
         ),
         Column(
             "map",
@@ -227,95 +257,182 @@ def layer_columns(rows: list[dict]) -> list[Column]:
             render=lambda r: f"{r['height']}×{r['width']}",
         ),
         Column("units", "units", "output channels", 0),
-        Column("feature_entropy", "mean FE", "mean feature entropy over units and classes"),
-        Column(
-            "fe_iqr",
-            "unit FE quartiles",
-            "25th and 75th percentiles of the units' class-mean FE",
-            numeric=False,
-            render=lambda r: f"{fmt(r['fe_q25'])} – {fmt(r['fe_q75'])}",
-        ),
     ]
-    if has("fe_rarefied"):
+    if _has(rows, "fe_ci_low"):
+        cols.append(
+            _ci_col(
+                "feature_entropy",
+                f"mean FE [{ci} CI]",
+                "mean over units of each unit's class-mean feature entropy, with its CI over units (layers.csv)",
+                "fe_ci_low",
+                "fe_ci_high",
+            )
+        )
+    else:
+        cols += [
+            Column("feature_entropy", "mean FE", "mean over units of each unit's class-mean feature entropy"),
+            Column(
+                "fe_iqr",
+                "unit FE quartiles",
+                "25th and 75th percentiles of the units' class-mean FE",
+                numeric=False,
+                render=lambda r: f"{fmt(r['fe_q25'])} – {fmt(r['fe_q75'])}",
+            ),
+        ]
+    if _has(rows, *NULL_FE):
+        cols.append(
+            Column(
+                "null_fe",
+                "noise FE",
+                "FE of structureless smoothed noise maps of this map size "
+                "(layers.csv null_fe): what the map size alone gives",
+                render=lambda r: esc(fmt(_tv(r, NULL_FE))),
+            )
+        )
+    if _has(rows, "fe_rarefied_ci_low"):
+        cols.append(
+            _ci_col(
+                "fe_rarefied",
+                f"rarefied FE [{ci} CI]",
+                "mean over units of the expected FE of k "
+                "births drawn from the unit's births, which does not grow with their number",
+                "fe_rarefied_ci_low",
+                "fe_rarefied_ci_high",
+            )
+        )
+    elif _has(rows, "fe_rarefied"):
         cols.append(
             Column(
                 "fe_rarefied",
                 "rarefied FE",
-                "mean of fe_rarefied over the unit × class cells where it is defined (enough birth points)",
+                "mean over units of the expected FE of k births drawn "
+                "from the unit's births (units with fewer than k births left out)",
             )
         )
-    if has("fe_ci_width"):
-        cols.append(Column("fe_ci_width", "FE CI width", "median width of the unit × class 95 % bootstrap CIs of FE"))
-    cols.append(Column("birth_rate", "birth rate", "mean fraction of images whose map has a birth point"))
-    if has("birth_rate_ci_width"):
+    if _has(rows, *NULL_RAR):
         cols.append(
             Column(
-                "birth_rate_ci_width",
-                "BR CI width",
-                "median width of the unit × class 95 % bootstrap CIs of the birth rate",
+                "null_fe_rarefied",
+                "noise rarefied",
+                "rarefied FE of noise maps of this size",
+                render=lambda r: esc(fmt(_tv(r, NULL_RAR))),
+            )
+        )
+    if _has(rows, "fe_ci_width") and not _has(rows, "fe_ci_low"):
+        cols.append(Column("fe_ci_width", "FE CI width", "median width of the unit × class bootstrap CIs of FE"))
+    if _has(rows, "birth_rate_ci_low"):
+        cols.append(
+            _ci_col(
+                "birth_rate",
+                f"birth rate [{ci} CI]",
+                "mean over units of the fraction of images whose map has a birth point, with its CI over units",
+                "birth_rate_ci_low",
+                "birth_rate_ci_high",
+            )
+        )
+    else:
+        cols.append(Column("birth_rate", "birth rate", "mean fraction of images whose map has a birth point"))
+    if _has(rows, *NULL_BR):
+        cols.append(
+            Column(
+                "null_birth_rate",
+                "noise BR",
+                "birth rate of noise maps of this size",
+                render=lambda r: esc(fmt(_tv(r, NULL_BR))),
             )
         )
     cols.append(Column("no_birth_units", "units w/o birth", "units with no birth point on any scored image", 0))
-    if has(*NULL_FE):
-        cols.append(
-            Column(
-                "null_fe",
-                "noise null FE",
-                "FE of structureless smoothed noise maps of this layer's size (layers.csv null_fe)",
-                render=lambda r: esc(fmt(_tv(r, NULL_FE))),
-            )
-        )
-    if has(*CONTROL_FE):
-        cols.append(
-            Column(
-                "control_fe",
-                "control FE",
-                "mean FE of the same layer in the control (layers.csv)",
-                render=lambda r: esc(fmt(_tv(r, CONTROL_FE))),
-            )
-        )
-    if has(*DELTA):
-        cols.append(
-            Column(
-                "delta_fe",
-                "Δ FE [95 % CI]",
-                "trained − control mean FE, with its 95 % CI over units (layers.csv)",
-                render=lambda r: _ci_cell(_tv(r, DELTA), _tv(r, DELTA_LO), _tv(r, DELTA_HI)),
-            )
-        )
-    if has(*COHEN):
-        cols.append(
-            Column(
-                "cohens_d",
-                "Cohen's d",
-                "standardised difference trained − control (layers.csv)",
-                render=lambda r: esc(fmt(_tv(r, COHEN), 2)),
-            )
-        )
     return cols
+
+
+def control_columns(level: float = 0.95) -> list[Column]:
+    ci = _pct(level)
+    return [
+        Column("layer_index", "#", "Conv layer index", 0),
+        Column("feature_entropy", "FE", "trained: mean FE"),
+        Column(
+            "control_fe",
+            "control FE",
+            "the control's mean FE (layers.csv)",
+            render=lambda r: esc(fmt(_tv(r, CONTROL_FE))),
+        ),
+        _ci_col(
+            "delta_fe",
+            f"Δ FE [{ci} CI]",
+            "trained − control, Welch CI over units",
+            "delta_fe_ci_low",
+            "delta_fe_ci_high",
+        ),
+        Column(
+            "cohens_d",
+            "Cohen's d",
+            "standardised difference of the units' FE, trained − control",
+            render=lambda r: esc(fmt(_tv(r, COHEN), 2)),
+        ),
+        Column(
+            "control_fe_rarefied",
+            "control rarefied",
+            "the control's mean rarefied FE",
+            render=lambda r: esc(fmt(_tv(r, CONTROL_RAR))),
+        ),
+        _ci_col(
+            "delta_fe_rarefied",
+            f"Δ rarefied FE [{ci} CI]",
+            "trained − control",
+            "delta_fe_rarefied_ci_low",
+            "delta_fe_rarefied_ci_high",
+        ),
+        Column(
+            "control_birth_rate",
+            "control BR",
+            "the control's mean birth rate",
+            render=lambda r: esc(fmt(_tv(r, CONTROL_BR))),
+        ),
+        _ci_col(
+            "delta_birth_rate",
+            f"Δ birth rate [{ci} CI]",
+            "trained − control",
+            "delta_birth_rate_ci_low",
+            "delta_birth_rate_ci_high",
+        ),
+    ]
+
+
+def _absent(run: Run, rows: list[dict]) -> list[str]:
+    out = []
+    if not any(r.get("fe_rarefied") is not None for r in rows):
+        out.append("rarefied FE")
+    if not any(r.get("fe_ci_low") is not None or r.get("fe_ci_width") is not None for r in rows):
+        out.append("confidence intervals")
+    if run.layer_table is None:
+        out.append("layers.csv (noise null, CIs over units)")
+    elif not _has(rows, *NULL_FE):
+        out.append("a noise null")
+    if not _has(rows, *CONTROL_FE):
+        out.append("a control (score --control random-init)")
+    return out
 
 
 def layers_section(runs: list[Run], rows_by_run: dict) -> Section:
     blocks = []
     for run in runs:
         rows = rows_by_run[run.name]
-        body = table(layer_columns(rows), rows)
-        absent = []
-        if not any("fe_rarefied" in r for r in rows):
-            absent.append("rarefied FE")
-        if not any("fe_ci_width" in r for r in rows):
-            absent.append("confidence intervals")
-        if run.layer_table is None:
-            absent.append("layers.csv (noise null, control)")
-        elif not any(table_value(r, *CONTROL_FE) is not None for r in rows):
-            absent.append("a control")
+        body = table(layer_columns(rows, run.ci_level), rows)
+        if _has(rows, *CONTROL_FE):
+            body += (
+                f"<h4>Against the control{' (' + esc(run.config.get('control')) + ')' if run.config.get('control') else ''}</h4>"
+                + table(control_columns(run.ci_level), rows)
+            )
+        absent = _absent(run, rows)
         if absent:
             body += missing("Not in these results: " + ", ".join(absent) + ".")
         blocks.append((run.name, body))
     intro = how(
-        "Feature entropy (FE) of a unit in a class is the entropy of its birth points over the class's "
-        "images; lower means a more stable spatial pattern. Means are over units and classes. Click a "
-        "column header to sort."
+        "Feature entropy (FE) of a unit in a class is the entropy of its birth points over the class's images; "
+        "lower means a more stable spatial pattern. A layer's value is the mean over its units of each unit's "
+        "class mean. Intervals are the ones the results hold (CIs over units, from layers.csv). Read a layer "
+        "against its noise null (what structureless maps of its size give) and against the control before "
+        "comparing layers. Click a column header to sort."
     )
     return Section("layers", "Layers", runs_grid(blocks, len(runs) == 1), intro)
 
@@ -323,109 +440,63 @@ def layers_section(runs: list[Run], rows_by_run: dict) -> Section:
 # --------------------------------------------------------------------------- FE against depth
 
 
+def _series_of(rows, x, key, label, color, lo=None, hi=None, band_label=None, **kw) -> dict | None:
+    y = [_tv(r, (key,) if isinstance(key, str) else key) for r in rows]
+    if all(v is None for v in y):
+        return None
+    band = None
+    if lo and hi:
+        lo_v, hi_v = [_tv(r, (lo,)) for r in rows], [_tv(r, (hi,)) for r in rows]
+        if any(v is not None for v in lo_v + hi_v):
+            band = (_arr(lo_v), _arr(hi_v))
+    return {"label": label, "x": x, "y": _arr(y), "color": color, "band": band, "band_label": band_label, **kw}
+
+
 def _depth_panels(run: Run, rows: list[dict], x) -> list[dict]:
-    fe = {"ylabel": "mean feature entropy", "series": []}
-    br = {"ylabel": "mean birth rate", "series": [], "ylim": (-0.02, 1.02)}
-    y = [r["feature_entropy"] for r in rows]
-    fe["series"].append(
-        {
-            "label": "mean FE",
-            "x": x,
-            "y": y,
-            "color": F.PALETTE[0],
-            "band": ([r["fe_q25"] for r in rows], [r["fe_q75"] for r in rows]),
-            "band_label": "unit FE, quartiles",
-        }
-    )
-    if any(r.get("fe_rarefied") is not None for r in rows):
-        fe["series"].append(
-            {
-                "label": "mean rarefied FE",
-                "x": x,
-                "color": F.PALETTE[2],
-                "style": "--",
-                "y": [r.get("fe_rarefied", np.nan) for r in rows],
-            }
+    """FE, rarefied FE and birth rate against depth, each with its CI band, the control and the noise null; with a
+    control, the differences with their CIs. Without layers.csv: the means and the units' FE quartiles."""
+    ci = f"{_pct(run.ci_level)} CI over units"
+    has_ci = _has(rows, "fe_ci_low")
+    panels = []
+    for key, ylabel, lo, hi, ctrl, null in (
+        ("feature_entropy", "mean feature entropy", "fe_ci_low", "fe_ci_high", CONTROL_FE, NULL_FE),
+        ("fe_rarefied", "mean rarefied FE", "fe_rarefied_ci_low", "fe_rarefied_ci_high", CONTROL_RAR, NULL_RAR),
+        ("birth_rate", "mean birth rate", "birth_rate_ci_low", "birth_rate_ci_high", CONTROL_BR, NULL_BR),
+    ):
+        if key == "feature_entropy" and not has_ci:
+            main_s = _series_of(rows, x, key, "trained", F.PALETTE[0], "fe_q25", "fe_q75", "units' FE, quartiles")
+        else:
+            main_s = _series_of(rows, x, key, "trained", F.PALETTE[0], lo, hi, ci)
+        if main_s is None:
+            continue
+        series = [main_s]
+        c = _series_of(rows, x, ctrl, "control", F.CONTROL_COLOR, marker="s")
+        if c:
+            series.append(c)
+        n = _series_of(rows, x, null, "noise null (same map size)", F.NULL_COLOR, style=":", marker="D")
+        if n:
+            series.append(n)
+        panels.append({"ylabel": ylabel, "series": series, "ylim": (-0.02, 1.02) if key == "birth_rate" else None})
+    deltas = [
+        s
+        for s in (
+            _series_of(rows, x, "delta_fe", "Δ FE", F.PALETTE[3], "delta_fe_ci_low", "delta_fe_ci_high", ci),
+            _series_of(
+                rows,
+                x,
+                "delta_fe_rarefied",
+                "Δ rarefied FE",
+                F.PALETTE[2],
+                "delta_fe_rarefied_ci_low",
+                "delta_fe_rarefied_ci_high",
+                None,
+                style="--",
+            ),
         )
-    ctrl = [_tv(r, CONTROL_FE) for r in rows]
-    if any(v is not None for v in ctrl):
-        lo = [_tv(r, CONTROL_LO) for r in rows]
-        hi = [_tv(r, CONTROL_HI) for r in rows]
-        band = (lo, hi) if all(v is not None for v in lo + hi) else None
-        fe["series"].append(
-            {
-                "label": "control mean FE",
-                "x": x,
-                "y": _arr(ctrl),
-                "color": F.CONTROL_COLOR,
-                "marker": "s",
-                "band": band,
-                "band_label": "control, as stored" if band else None,
-            }
-        )
-    null = [_tv(r, NULL_FE) for r in rows]
-    if any(v is not None for v in null):
-        lo = [_tv(r, ("null_fe_ci_low", "null_fe_low", "null_fe_q05")) for r in rows]
-        hi = [_tv(r, ("null_fe_ci_high", "null_fe_high", "null_fe_q95")) for r in rows]
-        band = (lo, hi) if all(v is not None for v in lo + hi) else None
-        fe["series"].append(
-            {
-                "label": "noise null (same map size)",
-                "x": x,
-                "style": ":",
-                "marker": "D",
-                "color": F.NULL_COLOR,
-                "y": [np.nan if v is None else v for v in null],
-                "band": band,
-                "band_label": "noise null range" if band else None,
-            }
-        )
-    br["series"].append(
-        {"label": "mean birth rate", "x": x, "y": [r["birth_rate"] for r in rows], "color": F.PALETTE[0]}
-    )
-    cb = [_tv(r, CONTROL_BR) for r in rows]
-    if any(v is not None for v in cb):
-        br["series"].append(
-            {
-                "label": "control",
-                "x": x,
-                "y": [np.nan if v is None else v for v in cb],
-                "color": F.CONTROL_COLOR,
-                "marker": "s",
-            }
-        )
-    nb = [_tv(r, ("null_birth_rate",)) for r in rows]
-    if any(v is not None for v in nb):
-        br["series"].append(
-            {
-                "label": "noise null",
-                "x": x,
-                "y": [np.nan if v is None else v for v in nb],
-                "color": F.NULL_COLOR,
-                "style": ":",
-                "marker": "D",
-            }
-        )
-    panels = [fe, br]
-    d, lo, hi = ([_tv(r, n) for r in rows] for n in (DELTA, DELTA_LO, DELTA_HI))
-    if any(v is not None for v in d):
-        band = (_arr(lo), _arr(hi)) if any(v is not None for v in lo + hi) else None
-        panels.append(
-            {
-                "ylabel": "Δ FE, trained − control",
-                "zero": True,
-                "series": [
-                    {
-                        "label": "Δ mean FE",
-                        "x": x,
-                        "y": _arr(d),
-                        "color": F.PALETTE[3],
-                        "band": band,
-                        "band_label": "95 % CI over units" if band else None,
-                    }
-                ],
-            }
-        )
+        if s
+    ]
+    if deltas:
+        panels.append({"ylabel": "trained − control", "series": deltas, "zero": True})
     return panels
 
 
@@ -438,18 +509,20 @@ def depth_section(runs, rows_by_run) -> Section:
     for k, run in enumerate(runs):
         rows = rows_by_run[run.name]
         x = [r["layer_index"] for r in rows]
-        svg = F.depth_figure(_depth_panels(run, rows, x), f"d{k}")
+        panels = _depth_panels(run, rows, x)
+        svg = F.depth_figure(panels, f"d{k}", ncols=2 if len(panels) > 2 else len(panels))
         note = ""
-        if not any(_tv(r, NULL_FE) is not None for r in rows):
+        if not _has(rows, *NULL_FE):
             note += missing(
                 "No noise null in these results (layers.csv with null_fe): a trend with depth may "
                 "follow map size alone."
             )
         blocks.append((run.name, svg + note))
     intro = how(
-        "Lines: means over units and classes; shaded around the mean FE: the 25th–75th percentiles of the "
-        "units' class-mean FE (a spread, not a confidence interval). Map sizes are in the layer table. With a "
-        "control, a third panel shows Δ = trained − control and the 95 % CI that layers.csv gives for it."
+        "Lines: layer means over units. Shaded: the CI over units that layers.csv gives (without it, the 25th–75th "
+        "percentiles of the units' FE: a spread, not a confidence interval). Grey dotted: the noise null, what "
+        "structureless maps of each layer's size give; orange: the control. With a control, the last panel shows "
+        "trained − control with its CI over units (Welch)."
     )
     return Section("depth", "Feature entropy against depth", runs_grid(blocks, len(runs) == 1), intro)
 
@@ -517,17 +590,27 @@ def compare_section(runs, rows_by_run) -> Section:
 
 
 def distributions_section(runs, rows_by_run) -> Section:
+    from .summary import unit_means
+
     blocks = []
     for k, run in enumerate(runs):
         rows = {r["layer_index"]: r for r in rows_by_run[run.name]}
-        groups = [
-            {"label": str(lay.index), "values": lay.unit_fe, "marker": _tv(rows[lay.index], NULL_FE)}
-            for lay in run.layers
-        ]
+        groups = []
+        for lay in run.layers:
+            c = run.control.layer_by_name(lay.name) if run.control is not None else None
+            groups.append(
+                {
+                    "label": str(lay.index),
+                    "values": unit_means(lay.feature_entropy),
+                    "marker": _tv(rows[lay.index], NULL_FE),
+                    "control": unit_means(c.feature_entropy) if c is not None else None,
+                }
+            )
         blocks.append((run.name, F.distribution_figure(groups, f"u{k}")))
     intro = how(
-        "Each unit's FE is its mean over classes. Boxes: quartiles and median; whiskers: 5th–95th "
-        "percentiles; dots: single units (left out when there are very many)."
+        "Each unit's FE is its mean over classes. Boxes: quartiles and median; whiskers: 5th–95th percentiles; "
+        "dots: single units (left out when there are very many); orange boxes: the control's units; grey bars: the "
+        "noise null of the layer's map size."
     )
     return Section("distributions", "Unit feature entropy per layer", runs_grid(blocks, len(runs) == 1), intro)
 

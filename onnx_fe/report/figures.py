@@ -103,12 +103,18 @@ def _series(ax, s: dict, color: str):
             ax.fill_between(x, lo, hi, color=color, alpha=s.get("alpha", 0.15), lw=0, label=s.get("band_label"))
 
 
-def depth_figure(panels: list[dict], prefix: str, xlabel: str = "Conv layer index", integer_x: bool = True) -> str:
-    """Panels of lines against depth. Each panel: ``{"ylabel", "series": [{"label", "x", "y", "band": (lo, hi) |
-    None, "band_label", "color", "style", "marker"}], "ylim": (lo, hi) | None}``."""
+def depth_figure(
+    panels: list[dict], prefix: str, xlabel: str = "Conv layer index", integer_x: bool = True, ncols: int | None = None
+) -> str:
+    """Panels of lines against depth, ``ncols`` a row. Each panel: ``{"ylabel", "series": [{"label", "x", "y",
+    "band": (lo, hi) | None, "band_label", "color", "style", "marker"}], "ylim": (lo, hi) | None, "zero": bool}``."""
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = _figure(4.2 * len(panels), 3.6, ncols=len(panels))
+    ncols = max(1, min(ncols or len(panels), len(panels)))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = _figure(4.2 * ncols, 3.6 * nrows, ncols=ncols, nrows=nrows)
+    for ax in axes[len(panels) :]:
+        ax.set_axis_off()
     for ax, p in zip(axes, panels):
         for k, s in enumerate(p["series"]):
             _series(ax, s, s.get("color") or PALETTE[k % len(PALETTE)])

@@ -36,13 +36,16 @@ max-width:980px}
 .runs{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:18px 28px}
 .run-block{min-width:0}
 .scroll{overflow-x:auto;max-width:100%}
-table{border-collapse:collapse;font-size:.84rem;margin:4px 0 10px}
+table{border-collapse:collapse;font-size:.8rem;margin:4px 0 10px}
 th,td{border-bottom:1px solid var(--line);padding:3px 8px;text-align:left;vertical-align:top}
 th{background:var(--panel);font-weight:600;position:relative}
 table.sortable th{cursor:pointer;user-select:none}
 table.sortable th[aria-sort=ascending]::after{content:" ▲";font-size:.7em}
 table.sortable th[aria-sort=descending]::after{content:" ▼";font-size:.7em}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+th.num{white-space:normal;min-width:4.5em}
+span.ci{color:var(--muted);font-size:.72rem}
+.muted{color:var(--muted)}
 td.mono,.mono{font-family:ui-monospace,"DejaVu Sans Mono","Liberation Mono",monospace;font-size:.8rem}
 table.info tbody th{width:11em;background:none;color:var(--muted);font-weight:500}
 table.info td{word-break:break-word}

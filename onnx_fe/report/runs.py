@@ -28,6 +28,8 @@ OPTIONAL_CELL_STATS = (
     "birth_rate_ci_low",
     "birth_rate_ci_high",
     "fe_rarefied",
+    "fe_rarefied_ci_low",
+    "fe_rarefied_ci_high",
 )
 
 
@@ -79,6 +81,21 @@ class Run:
     layers: list[LayerData]
     layer_table: list[dict] | None = None  # rows of layers.csv when the run wrote one
     extra: dict = field(default_factory=dict)  # e.g. accuracy from a compare directory
+    control: Run | None = None  # the control scored with ``--control`` (in the run's control/ folder)
+
+    @property
+    def config(self) -> dict:
+        c = self.attrs.get("config")
+        return c if isinstance(c, dict) else {}
+
+    @property
+    def ci_level(self) -> float:
+        """The level of the stored confidence intervals (0.95 unless the run chose another)."""
+        v = (self.config.get("statistics") or {}).get("ci_level")
+        return float(v) if isinstance(v, (int, float)) else 0.95
+
+    def layer_by_name(self, name: str) -> LayerData | None:
+        return next((lay for lay in self.layers if lay.name == name), None)
 
     def layer(self, index: int) -> LayerData:
         for lay in self.layers:
@@ -173,8 +190,8 @@ def _num(v):
     return x
 
 
-def load_run(results_h5: Path, name: str | None = None) -> Run:
-    """Read one finished run (refusing unfinished or foreign files with one line)."""
+def load_run(results_h5: Path, name: str | None = None, with_control: bool = True) -> Run:
+    """Read one finished run (refusing unfinished or foreign files with one line), and its control when it has one."""
     import h5py
 
     p = Path(results_h5)
@@ -224,6 +241,12 @@ def load_run(results_h5: Path, name: str | None = None) -> Run:
         raise ResultsError(f"{p} holds no scored layer")
     directory = p.parent
     table = read_csv_rows(directory / "layers.csv") if (directory / "layers.csv").exists() else None
+    control = None
+    if with_control and (directory / "control" / "results.h5").exists():
+        try:
+            control = load_run(directory / "control" / "results.h5", "control", with_control=False)
+        except ResultsError:
+            control = None  # an unfinished control: the page shows the run without it
     return Run(
         name=name or directory.name,
         directory=directory,
@@ -235,6 +258,7 @@ def load_run(results_h5: Path, name: str | None = None) -> Run:
         image_ids=ids,
         layers=layers,
         layer_table=table,
+        control=control,
     )
 
 

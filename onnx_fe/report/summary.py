@@ -17,20 +17,17 @@ BASELINES = ("mean_activation", "apoz", "weight_l1")
 
 
 def tap_kind(chain: str, attrs: dict | None = None) -> str:
-    """Where a layer's map is taken: after an activation or before one (a stored ``tap_kind`` attribute wins)."""
+    """Where a layer's map is taken: "post-activation (Relu)" or "pre-activation (BatchNormalization)".
+
+    The stored ``activated`` and ``tap_op`` layer attributes say it; older results files are read from the chain."""
     attrs = attrs or {}
-    for key in ("tap_kind", "tap_type"):
-        if attrs.get(key):
-            return str(attrs[key])
-    if "post_activation" in attrs:
-        return "post-activation" if bool(attrs["post_activation"]) else "pre-activation"
+    if "tap_op" in attrs and "activated" in attrs:
+        return f"{'post' if bool(attrs['activated']) else 'pre'}-activation ({attrs['tap_op']})"
     ops = [o for o in str(chain).split("→") if o]
     if not ops:
         return ""
     last = ops[-1]
-    if last in ACTIVATIONS or last.endswith("·Mul"):
-        return "post-activation"
-    return f"pre-activation (after {last})"
+    return f"{'post' if last in ACTIVATIONS or last.endswith('·Mul') else 'pre'}-activation ({last})"
 
 
 def nanmean(a) -> float:
@@ -52,20 +49,28 @@ def _table_row(run, index: int) -> dict:
     return {}
 
 
-def layer_rows(run) -> list[dict]:
-    """One row per scored layer: what the results file gives, completed by the run's ``layers.csv`` when it has one.
+def unit_means(per_class) -> np.ndarray:
+    """(K classes, C units) → (C,): each unit's mean over the classes where the value is defined."""
+    from ..scores.layers import unit_values
 
-    Keys always present: layer_index, layer, chain, tap_kind, height, width, units, feature_entropy, birth_rate,
-    fe_q25, fe_q75 (quartiles of unit FE), no_birth_units (units with no birth point in any class).
-    Present when stored: fe_rarefied (mean over cells where it is defined), fe_rarefied_undefined (fraction of cells
-    where it is NaN), fe_ci_width / birth_rate_ci_width (median width of the unit × class 95 % CIs), and every column
-    of ``layers.csv`` under its own name (null_fe, control means, delta_fe with its CI, Cohen's d, …).
+    return unit_values(per_class)
+
+
+def layer_rows(run) -> list[dict]:
+    """One row per scored layer, the layer values being means over units of each unit's class mean (as in
+    ``layers.csv``), completed by every column of the run's ``layers.csv`` when it has one.
+
+    Always: layer_index, layer, chain, tap_kind, height, width, units, feature_entropy, birth_rate, fe_q25 and fe_q75
+    (quartiles of the units' FE), no_birth_units (units with no birth point on any image). With per-cell statistics
+    in results.h5: fe_rarefied (mean over the units where it is defined), fe_ci_width and birth_rate_ci_width (median
+    width of the unit × class CIs). From layers.csv, under its own names: fe_ci_low/high, fe_rarefied with its CI,
+    birth_rate_ci_low/high, null_fe, null_fe_rarefied, null_birth_rate, control_*, delta_* with CIs, cohens_d.
     """
     rows = []
     for lay in run.layers:
-        ufe = lay.unit_fe
+        ufe = unit_means(lay.feature_entropy)
+        ubr = unit_means(lay.birth_rate)
         q25, q75 = nanquantiles(ufe, (0.25, 0.75))
-        ubr = lay.unit_birth_rate
         r = {
             "layer_index": lay.index,
             "layer": lay.name,
@@ -74,29 +79,25 @@ def layer_rows(run) -> list[dict]:
             "height": lay.height,
             "width": lay.width,
             "units": lay.channels,
-            "feature_entropy": nanmean(lay.feature_entropy),
-            "birth_rate": nanmean(lay.birth_rate),
+            "feature_entropy": nanmean(ufe),
+            "birth_rate": nanmean(ubr),
             "fe_q25": q25,
             "fe_q75": q75,
             "no_birth_units": int(np.sum(np.nan_to_num(ubr, nan=0.0) == 0)),
         }
         st = lay.stats
         if "fe_rarefied" in st:
-            fr = st["fe_rarefied"]
-            r["fe_rarefied"] = nanmean(fr)
-            r["fe_rarefied_undefined"] = float(np.isnan(fr).mean()) if fr.size else float("nan")
+            r["fe_rarefied"] = nanmean(unit_means(st["fe_rarefied"]))
         for name in ("fe", "birth_rate"):
             lo, hi = st.get(f"{name}_ci_low"), st.get(f"{name}_ci_high")
             if lo is not None and hi is not None:
-                r[f"{name}_ci_width"] = float(np.nanmedian(hi - lo)) if np.isfinite(hi - lo).any() else float("nan")
-        trow = _table_row(run, lay.index)
-        for k, v in trow.items():
-            if k not in r and v is not None:
+                w = hi - lo
+                r[f"{name}_ci_width"] = float(np.nanmedian(w)) if np.isfinite(w).any() else float("nan")
+        for k, v in _table_row(run, lay.index).items():
+            if v is None or k in ("layer", "layer_index", "tap"):
+                continue
+            if k in ("fe_rarefied",) or k not in r:  # layers.csv's own layer values win (their CIs go with them)
                 r[k] = v
-        if "fe_rarefied" not in r:  # no per-cell values in results.h5: the layer mean of layers.csv, if any
-            v = table_value(trow, "mean_fe_rarefied", "mean_rarefied_fe", "fe_rarefied_mean")
-            if isinstance(v, (int, float)):
-                r["fe_rarefied"] = float(v)
         rows.append(r)
     return rows
 

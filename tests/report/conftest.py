@@ -20,6 +20,14 @@ def demo_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_control_run(tmp_path_factory) -> Path:
+    """The demo with its random-init control (control/ beside results.h5, layers.csv with Δ)."""
+    out = tmp_path_factory.mktemp("report-demo-control") / "demo"
+    onnx_fe.score(DEMO / "model.onnx", DEMO / "data", out, device="cpu", workers=2, control="random-init")
+    return out
+
+
+@pytest.fixture(scope="session")
 def demo_ablation(tmp_path_factory, demo_run) -> Path:
     out = tmp_path_factory.mktemp("report-ablation") / "ablation"
     onnx_fe.ablate(DEMO / "model.onnx", DEMO / "data", demo_run, out, steps=4, plot=False, device="cpu")

@@ -12,13 +12,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 from conftest import DEMO, ROOT
 
 import onnx_fe
 from onnx_fe.cli import main
-from onnx_fe.io.results import layer_summary
+from onnx_fe.io.results import STAT_COLUMNS, layer_summary
 from onnx_fe.report.build import required_sections
 
 
@@ -157,66 +156,66 @@ def test_demo_report_shows_the_ablation_and_the_rankings(demo_report):
         assert f"ρ {b}" in rk
 
 
-def test_without_extras_the_page_says_what_is_missing(demo_report):
-    text = demo_report.path.read_text(encoding="utf-8")
-    assert "Not in these results: rarefied FE, confidence intervals, layers.csv" in text
-    assert "No noise null in these results" in text
-    assert "noise null FE" not in text and "Δ FE" not in text
-
-
-def test_statistics_and_controls_are_shown_when_present(demo_run, tmp_path):
-    """A run whose results hold issue 10's statistics (per-cell CIs, rarefied FE, layers.csv with the noise null and
-    a control) gets them in the table and the depth figure."""
-    run = tmp_path / "run"
+def test_results_without_statistics_are_shown_with_what_is_missing(demo_run, tmp_path):
+    """A results file from before the statistics (no per-cell CIs, no layers.csv, no tap attributes, no wall time):
+    the page shows what exists and says what does not."""
+    run = tmp_path / "old"
     shutil.copytree(demo_run, run)
+    (run / "layers.csv").unlink()
     with h5py.File(run / "results.h5", "r+") as f:
         for key in f["layers"]:
             g = f["layers"][key]
-            fe = g["feature_entropy"][()]
-            g["fe_ci_low"], g["fe_ci_high"] = fe - 0.25, fe + 0.25
-            g["fe_rarefied"] = np.where(g["birth_rate"][()] > 0.5, fe * 0.9, np.nan)
-            g["n_births"] = np.rint(g["birth_rate"][()] * 20)
-    rows = layer_summary(run / "results.h5")
-    with open(run / "layers.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(
-            [
-                "layer",
-                "layer_index",
-                "null_fe",
-                "control_fe",
-                "delta_fe",
-                "delta_fe_ci_low",
-                "delta_fe_ci_high",
-                "cohens_d",
-            ]
-        )
-        for r in rows:
-            w.writerow(
-                [
-                    r["layer"],
-                    r["layer_index"],
-                    2.5,
-                    1.25,
-                    r["feature_entropy"] - 1.25,
-                    r["feature_entropy"] - 1.5,
-                    r["feature_entropy"] - 1.0,
-                    0.75,
-                ]
-            )
+            for name in STAT_COLUMNS:
+                if name in g:
+                    del g[name]
+            for a in ("tap_op", "activated"):
+                if a in g.attrs:
+                    del g.attrs[a]
+        for a in ("wall_time_s", "finished"):
+            del f.attrs[a]
     res = onnx_fe.report(run, gallery=False)
-    assert res.path == run / "report.html"
+    text = res.path.read_text(encoding="utf-8")
+    assert sections(assert_self_contained(res.path)) == required_sections(1)
+    assert "Not in these results: rarefied FE, confidence intervals, layers.csv" in text
+    assert "No noise null in these results" in text and "not stored in this results file" in text
+    layers = re.search(r'<section id="layers".*?</section>', text, re.S).group(0)
+    assert ">mean FE</th>" in layers and ">unit FE quartiles</th>" in layers
+    for gone in ("CI]</th>", ">noise FE<", ">rarefied FE", "Against the control"):
+        assert gone not in layers, gone
+    assert "post-activation (Relu)" in layers  # the tap kind, read from the chain
+
+
+def test_statistics_noise_null_and_control_are_shown(demo_control_run):
+    """layers.csv's CIs, noise null and control, and the control's units, in the table and the figures."""
+    res = onnx_fe.report(demo_control_run, gallery=False)
     text = res.path.read_text(encoding="utf-8")
     assert_self_contained(res.path)
-    for header in ("rarefied FE", "FE CI width", "noise null FE", "control FE", "Δ FE [95 % CI]", "Cohen&#x27;s d"):
-        assert f">{header}</th>" in text, header
-    table = re.search(r'<section id="layers".*?</section>', text, re.S).group(0)
-    assert table.count(">0.500<") == 3  # median CI width 0.5 in every layer
-    assert table.count(">2.500<") == 3 and table.count(">0.75<") == 3
+    layers = re.search(r'<section id="layers".*?</section>', text, re.S).group(0)
+    for header in (
+        "mean FE [95 % CI]",
+        "noise FE",
+        "rarefied FE [95 % CI]",
+        "birth rate [95 % CI]",
+        "control FE",
+        "Δ FE [95 % CI]",
+        "Cohen&#x27;s d",
+        "Δ rarefied FE [95 % CI]",
+    ):
+        assert f">{header}</th>" in layers, header
+    with open(demo_control_run / "layers.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3
+    for r in rows:  # the stored numbers, as stored
+        for a, b in (("fe", "fe_ci_low"), ("delta_fe", "delta_fe_ci_low"), ("birth_rate", "birth_rate_ci_low")):
+            cell = f'{float(r[a]):.3f}<br><span class="ci">[{float(r[b]):.3f}, '
+            assert cell in layers, cell
+        assert f">{float(r['null_fe']):.3f}<" in layers and f">{float(r['cohens_d']):.2f}<" in layers
     depth = re.search(r'<section id="depth".*?</section>', text, re.S).group(0)
-    assert "noise null (same map size)" in depth and "control mean FE" in depth and "rarefied" in depth
-    assert "Δ FE, trained − control" in depth and "95 % CI over units" in depth
-    assert "No noise null" not in text and "Not in these results" not in text
+    for label in ("noise null (same map size)", "control", "95 % CI over units", "Δ FE", "mean rarefied FE"):
+        assert label in depth, label
+    assert "control units" in re.search(r'<section id="distributions".*?</section>', text, re.S).group(0)
+    assert "random-init twin (seed 0)" in text
+    assert "Not in these results" not in text and "No noise null" not in text
 
 
 # --------------------------------------------------------------------------- several runs, options, errors
@@ -372,7 +371,7 @@ def test_resnet_report_is_small_enough_to_email(resnet_run, tmp_path):
     page = assert_self_contained(res.path)
     assert sections(page) == required_sections(1)
     text = res.path.read_text(encoding="utf-8")
-    assert "pre-activation (after BatchNormalization)" in text  # residual branches end before their ReLU
+    assert "pre-activation (BatchNormalization)" in text  # residual branches end before their ReLU
     m = re.search(r"the birth points of (\d+) of (\d+) maps equal the stored ones", text)
     assert m and int(m.group(2)) == 12 * 6 * 6
     assert res.size < 2_000_000, f"{res.size / 1e6:.2f} MB"

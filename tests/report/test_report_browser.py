@@ -31,13 +31,14 @@ EXPRESSIONS = {
     "images": "document.images.length",
     "svgs": "document.querySelectorAll('svg.fig').length",
     "tiles": "document.querySelectorAll('figure.tile').length",
+    "tables": "document.querySelectorAll('#layers table, #ranking table').length",
     "thumbs_drawn": "Array.from(document.querySelectorAll('.thumb'))"
     ".every(t => getComputedStyle(t).backgroundImage.startsWith('url(\"data:'))",
     "width_overflow": "document.documentElement.scrollWidth - document.documentElement.clientWidth",
     # click 'mean FE' of the first layer table twice: descending, then ascending
     "sorted": """(() => {
         const t = document.querySelector('#layers table.sortable');
-        const i = Array.from(t.tHead.rows[0].cells).findIndex(c => c.textContent === 'mean FE');
+        const i = Array.from(t.tHead.rows[0].cells).findIndex(c => c.textContent.startsWith('mean FE'));
         const col = () => Array.from(t.tBodies[0].rows).map(r => parseFloat(r.cells[i].dataset.v));
         t.tHead.rows[0].cells[i].click();
         const asc = col();
@@ -97,10 +98,12 @@ def test_the_recorder_catches_errors_and_requests(tmp_path):
     assert "https://example.invalid/b.png" in rec.foreign_requests
 
 
-def test_demo_report_in_chromium(demo_run, demo_ablation, tmp_path):
-    res = onnx_fe.report(demo_run, tmp_path / "demo-report.html", ablation=demo_ablation)
+def test_demo_report_in_chromium(demo_control_run, demo_ablation, tmp_path):
+    """The demo with every part the page can have: CIs, noise null, a control, ablation curves, the gallery."""
+    res = onnx_fe.report(demo_control_run, tmp_path / "demo-report.html", ablation=demo_ablation)
     rec = render(res.path, expressions=EXPRESSIONS, screenshot=tmp_path / "demo-report.png")
     _check(rec, 1, tiles=3 * 6 * 6)
+    assert rec.values["tables"] == 3  # layers, against the control, ranking (+ the ablation summary below)
 
 
 def test_zoo_resnet_report_in_chromium(resnet_run, tmp_path):

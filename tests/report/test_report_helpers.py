@@ -35,11 +35,12 @@ def test_average_ranks():
 
 
 def test_tap_kind():
-    assert summary.tap_kind("Conv→BatchNormalization→Relu") == "post-activation"
-    assert summary.tap_kind("Conv→Sigmoid·Mul") == "post-activation"
-    assert summary.tap_kind("Conv→BatchNormalization") == "pre-activation (after BatchNormalization)"
-    assert summary.tap_kind("Conv") == "pre-activation (after Conv)"
-    assert summary.tap_kind("Conv", {"tap_kind": "stored"}) == "stored"
+    assert summary.tap_kind("Conv→BatchNormalization→Relu") == "post-activation (Relu)"
+    assert summary.tap_kind("Conv→Sigmoid·Mul") == "post-activation (Sigmoid·Mul)"
+    assert summary.tap_kind("Conv→BatchNormalization") == "pre-activation (BatchNormalization)"
+    assert summary.tap_kind("Conv") == "pre-activation (Conv)"
+    stored = {"tap_op": "Clip", "activated": True}
+    assert summary.tap_kind("Conv→BatchNormalization", stored) == "post-activation (Clip)"
 
 
 def test_best_worst_are_disjoint_on_small_layers():
