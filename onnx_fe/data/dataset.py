@@ -11,13 +11,14 @@ order.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import OnnxFeError
-from .preprocess import Preprocess
+from .preprocess import Preprocess, check_per_channel, model_layout, to_input_dtype
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -31,6 +32,11 @@ class Dataset:
     ids: list[str]  # file path relative to the source, or "index:i" for npz
     _x: np.ndarray | None = field(default=None, repr=False)  # npz only (memory-mapped when possible)
     _npz_index: np.ndarray | None = field(default=None, repr=False)
+    # SHA-256 of each image file's bytes as read when the dataset was opened (folder only); every later read
+    # is checked against it, so a file changed during a run cannot slip into its results
+    digests: list[str] | None = field(default=None, repr=False)
+    notes: list[str] = field(default_factory=list)  # one-line notices for the user (e.g. short classes)
+    _fingerprint: str | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -40,31 +46,126 @@ class Dataset:
         """Shape of one sample as stored (``.npz`` only; None for image folders, whose size comes from preprocessing)."""
         return tuple(int(d) for d in self._x.shape[1:]) if self._x is not None else None
 
+    def fingerprint(self) -> str:
+        """Hex SHA-256 of the data's contents: the bytes of every selected image file (or the selected rows of
+        the .npz's x, with their dtype and shape), each sample's id and label, and the class names."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(f"onnx-fe-data/1\n{self.kind}\n".encode())
+            h.update(("\t".join(self.classes) + "\n").encode())
+            if self.kind == "npz":
+                h.update(f"{self._x.dtype.str} {tuple(self._x.shape[1:])}\n".encode())
+                for s in range(0, len(self._npz_index), 256):
+                    h.update(np.ascontiguousarray(self._x[self._npz_index[s : s + 256]]).data)
+                digests = [""] * len(self.ids)
+            else:
+                digests = self.digests or [file_digest(self.source / rel) for rel in self.ids]
+            for i, lab, d in zip(self.ids, self.labels, digests):
+                h.update(f"{i}\t{int(lab)}\t{d}\n".encode())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
     def load(self, start: int, stop: int, pre: Preprocess, dtype=np.float32) -> np.ndarray:
-        """Model input for samples [start, stop)."""
+        """Model input for samples [start, stop), cast to the model's input type (integers checked for range)."""
         if self.kind == "npz":
-            return np.ascontiguousarray(self._x[self._npz_index[start:stop]], dtype=dtype)
-        return np.stack([load_image(self.source / rel, pre) for rel in self.ids[start:stop]]).astype(dtype, copy=False)
+            return to_input_dtype(np.ascontiguousarray(self._x[self._npz_index[start:stop]]), dtype)
+        out = []
+        for j in range(start, stop):
+            path = self.source / self.ids[j]
+            data = _read_bytes(path)
+            if self.digests is not None and hashlib.sha256(data).hexdigest() != self.digests[j]:
+                raise OnnxFeError(
+                    f"image {path} changed while it was in use (its contents differ from when the run started); "
+                    "run the same command again"
+                )
+            out.append(_decode(data, path, pre))
+        return to_input_dtype(np.stack(out), dtype)
+
+
+def file_digest(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in blocks."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise OnnxFeError(f"cannot read {path}: {e.strerror or e}") from None
+    return h.hexdigest()
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise OnnxFeError(f"cannot read image {path}: {e.strerror or e}") from None
 
 
 def load_image(path: Path, pre: Preprocess) -> np.ndarray:
     """One image file → float array in the model's layout (C,H,W) or (H,W,C)."""
+    return _decode(_read_bytes(path), Path(path), pre)
+
+
+# Modes whose pixels are not 8-bit: how their values are put on the 0..255 scale that --scale/--mean/--std
+# refer to. 16-bit grey (I;16*, and mode I as PIL gives 16-bit PNG/PNM files) is divided by 257; 32-bit
+# floats (F) in 0..1 are multiplied by 255; anything else in these modes has no defined range and is refused.
+SIXTEEN_BIT_I_FORMATS = {"PNG", "PPM"}
+
+
+def _check_mode(im, path: Path) -> None:
+    """Refuse images whose pixel range cannot be known from the file (cheap: header only, except mode F)."""
+    if im.mode == "I" and im.format not in SIXTEEN_BIT_I_FORMATS:
+        raise OnnxFeError(
+            f"image {path} has 32-bit integer pixels (PIL mode I, {im.format or 'unknown'} file) with no defined "
+            "range; convert it to 8- or 16-bit, or give the data as an .npz"
+        )
+
+
+def _deep_grey(im, path: Path) -> np.ndarray:
+    """Pixels of a 16-bit or float grey image as float64 on the 0..255 scale, or a one-line refusal."""
+    a = np.asarray(im, dtype=np.float64)
+    if im.mode == "F":
+        if not np.isfinite(a).all():
+            raise OnnxFeError(f"image {path} has NaN or infinite pixels (PIL mode F)")
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo < 0 or hi > 1:
+            raise OnnxFeError(
+                f"image {path} has floating-point pixels in {lo:g}..{hi:g} (PIL mode F); only 0..1 is understood "
+                "(mapped onto 0..255): rescale the file, or give the data as an .npz"
+            )
+        return a * 255
+    if a.size and (a.min() < 0 or a.max() > 65535):
+        raise OnnxFeError(
+            f"image {path} has integer pixels outside 0..65535 (PIL mode {im.mode}); convert it to 8- or 16-bit"
+        )
+    return a / 257
+
+
+def _decode(data: bytes, path: Path, pre: Preprocess) -> np.ndarray:
+    import io
+
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
+            _check_mode(im, path)
             im.load()
             if im.mode == "P" or im.mode == "PA":
                 im = im.convert("RGBA")
-            elif im.mode.startswith("I;16"):  # 16-bit grey: map 0..65535 onto 0..255 (PIL's convert clips at 255)
-                im = Image.fromarray(np.rint(np.asarray(im, dtype=np.float64) / 257).astype(np.uint8), "L")
-            if pre.color == "gray":
-                im = im.convert("L")
+            elif im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grey: 0..65535 onto 0..255
+                # (PIL's convert would clip at 255); rounded to 8 bits as before, so results are unchanged
+                im = Image.fromarray(np.rint(_deep_grey(im, path)).astype(np.uint8), "L")
+            if im.mode == "F":  # float grey: kept in float, resized in float
+                g = Image.fromarray(_deep_grey(im, path).astype(np.float32), "F")
+                if g.size != (pre.width, pre.height):
+                    g = g.resize((pre.width, pre.height), Image.BILINEAR)
+                a = np.asarray(g, dtype=np.float32)[:, :, None]
+                if pre.color != "gray":
+                    a = np.repeat(a, 3, axis=2)
             else:
-                im = im.convert("RGB")
-            if im.size != (pre.width, pre.height):
-                im = im.resize((pre.width, pre.height), Image.BILINEAR)
-            a = np.asarray(im, dtype=np.float32)
+                im = im.convert("L") if pre.color == "gray" else im.convert("RGB")
+                if im.size != (pre.width, pre.height):
+                    im = im.resize((pre.width, pre.height), Image.BILINEAR)
+                a = np.asarray(im, dtype=np.float32)
     except OnnxFeError:
         raise
     except Exception as e:
@@ -76,9 +177,8 @@ def load_image(path: Path, pre: Preprocess) -> np.ndarray:
     a = a * np.float32(pre.scale)
     mean = np.asarray(pre.mean, dtype=np.float32)
     std = np.asarray(pre.std, dtype=np.float32)
-    for name, v in (("mean", mean), ("std", std)):
-        if v.size not in (1, a.shape[2]):
-            raise OnnxFeError(f"--{name} has {v.size} values; give 1 or {a.shape[2]} (one per channel)")
+    check_per_channel("--mean", mean.size, a.shape[2])
+    check_per_channel("--std", std.size, a.shape[2])
     a = (a - mean) / std
     if pre.layout == "nchw":
         a = a.transpose(2, 0, 1)
@@ -95,18 +195,48 @@ def _pick(n_total: int, n_keep: int | None, seed: int, class_name: str) -> np.nd
     return np.sort(rng.choice(n_total, size=n_keep, replace=False))
 
 
-def _filter_classes(classes: list[str], wanted: list[str] | None) -> list[int]:
-    if not wanted:
-        return list(range(len(classes)))
-    out = []
+def split_names(text: str) -> list[str]:
+    """Split a comma-separated list; ``\\,`` stands for a comma inside a name. Empty items are dropped."""
+    items = re.split(r"(?<!\\),", str(text))
+    return [t.replace("\\,", ",").strip() for t in items if t.replace("\\,", ",").strip()]
+
+
+def select_names(names: list[str], wanted, option: str = "--classes", where: str = "of the data") -> list[int]:
+    """Indices (sorted, unique) of the names chosen by ``wanted``: values that are a name exactly (so a class
+    named ``a,b`` can be chosen), else comma-separated names (``\\,`` escapes a comma). None or [] = all."""
+    if wanted is None or (not isinstance(wanted, str) and len(wanted) == 0):
+        return list(range(len(names)))
+    if isinstance(wanted, str):
+        wanted = [wanted]
+    items = []
     for w in wanted:
-        for item in [s.strip() for s in w.split(",") if s.strip()]:
-            if item not in classes:
-                raise OnnxFeError(
-                    f"--classes {item!r} is not a class of the data (have: {', '.join(classes[:20])}{'…' if len(classes) > 20 else ''})"
-                )
-            out.append(classes.index(item))
+        w = str(w)
+        items.extend([w] if w in names else split_names(w))
+    if not items:
+        raise OnnxFeError(f"{option} {','.join(map(str, wanted))!r} names no class")
+    out = []
+    for item in items:
+        if item not in names:
+            raise OnnxFeError(
+                f"{option} {item!r} is not a class {where} (have: {', '.join(names[:20])}"
+                f"{'…' if len(names) > 20 else ''})"
+            )
+        out.append(names.index(item))
     return sorted(set(out))
+
+
+def _filter_classes(classes: list[str], wanted: list[str] | None) -> list[int]:
+    return select_names(classes, wanted)
+
+
+def _short_note(per_class, short: list[tuple[str, int]]) -> list[str]:
+    if not short:
+        return []
+    shown = ", ".join(f"{name} ({n})" for name, n in short[:8]) + (", …" if len(short) > 8 else "")
+    return [
+        f"note: -n {per_class}: {len(short)} class{'es' if len(short) > 1 else ''} "
+        f"{'have' if len(short) > 1 else 'has'} fewer images and all of theirs are used: {shown}"
+    ]
 
 
 def open_dataset(
@@ -118,6 +248,8 @@ def open_dataset(
         raise OnnxFeError(f"data not found: {source}")
     if images_per_class is not None and images_per_class < 1:
         raise OnnxFeError("--images-per-class must be at least 1")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise OnnxFeError(f"--seed {seed!r}: give a non-negative integer")
     if source.is_file():
         if source.suffix.lower() != ".npz":
             raise OnnxFeError(f"data must be an ImageFolder directory or an .npz file, got {source}")
@@ -126,13 +258,18 @@ def open_dataset(
 
 
 def _open_folder(root: Path, per_class, wanted, seed) -> Dataset:
+    import io
+
     from PIL import Image
 
-    class_dirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        class_dirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as e:
+        raise OnnxFeError(f"cannot list {root}: {e.strerror or e}") from None
     if not class_dirs:
         raise OnnxFeError(f"no class sub-folders in {root} (expected ImageFolder layout: {root}/<class>/<image>)")
     keep = _filter_classes(class_dirs, wanted)
-    ids, labels, classes = [], [], [class_dirs[k] for k in keep]
+    ids, labels, classes, short = [], [], [class_dirs[k] for k in keep], []
     for ci, k in enumerate(keep):
         files = sorted(
             p
@@ -143,16 +280,40 @@ def _open_folder(root: Path, per_class, wanted, seed) -> Dataset:
             raise OnnxFeError(
                 f"class folder {root / class_dirs[k]} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
             )
+        if per_class is not None and len(files) < per_class:
+            short.append((class_dirs[k], len(files)))
         for j in _pick(len(files), per_class, seed, class_dirs[k]):
             ids.append(files[j].relative_to(root).as_posix())
             labels.append(ci)
-    for rel in ids:  # cheap header check so that a bad file fails before any work
+    # Every file is read once here: its bytes are hashed (the data's fingerprint, checked again at every later
+    # read) and its header is checked, so that a bad file fails before any work.
+    digests = []
+    for rel in ids:
+        path = root / rel
+        data = _read_bytes(path)
+        digests.append(hashlib.sha256(data).hexdigest())
         try:
-            with Image.open(root / rel) as im:
+            with Image.open(io.BytesIO(data)) as im:
+                _check_mode(im, path)
+                mode = im.mode
                 im.verify()
+            if mode == "F":  # the range of float pixels is only known from the pixels
+                with Image.open(io.BytesIO(data)) as im:
+                    im.load()
+                    _deep_grey(im, path)
+        except OnnxFeError:
+            raise
         except Exception as e:
-            raise OnnxFeError(f"cannot read image {root / rel}: {e}") from None
-    return Dataset(source=root, kind="folder", classes=classes, labels=np.asarray(labels, dtype=np.int64), ids=ids)
+            raise OnnxFeError(f"cannot read image {path}: {e}") from None
+    return Dataset(
+        source=root,
+        kind="folder",
+        classes=classes,
+        labels=np.asarray(labels, dtype=np.int64),
+        ids=ids,
+        digests=digests,
+        notes=_short_note(per_class, short),
+    )
 
 
 def _open_npz(path: Path, per_class, wanted, seed) -> Dataset:
@@ -179,6 +340,8 @@ def _open_npz(path: Path, per_class, wanted, seed) -> Dataset:
         )
     if not np.issubdtype(y.dtype, np.integer):
         raise OnnxFeError(f"{path.name}: y must hold integer labels, not {y.dtype}")
+    if np.iscomplexobj(x):
+        raise OnnxFeError(f"{path.name}: x holds complex numbers ({x.dtype}); give real-valued model inputs")
     if not np.issubdtype(x.dtype, np.number):
         raise OnnxFeError(f"{path.name}: x must be numeric, not {x.dtype}")
     if len(x) == 0:
@@ -187,6 +350,12 @@ def _open_npz(path: Path, per_class, wanted, seed) -> Dataset:
         raise OnnxFeError(f"{path.name}: classes must be a 1-D array of names, got shape {raw_names.shape}")
     if "classes" in keys:
         names = [c.decode() if isinstance(c, bytes) else str(c) for c in raw_names]
+        dups = sorted({n for n in names if names.count(n) > 1})
+        if dups:
+            raise OnnxFeError(
+                f"{path.name}: classes has duplicate names ({', '.join(map(repr, dups[:10]))}); "
+                "each class needs its own name"
+            )
         if y.min() < 0 or y.max() >= len(names):
             raise OnnxFeError(f"{path.name}: labels must lie in 0..{len(names) - 1} (one per name in classes)")
         present = sorted(set(int(v) for v in y))
@@ -197,13 +366,22 @@ def _open_npz(path: Path, per_class, wanted, seed) -> Dataset:
         names = None
     label_names = [all_names[v] for v in present]
     keep = _filter_classes(label_names, wanted)
-    idx, labels = [], []
+    idx, labels, short = [], [], []
     for ci, k in enumerate(keep):
         rows = np.flatnonzero(y == present[k])
+        if per_class is not None and len(rows) < per_class:
+            short.append((label_names[k], len(rows)))
         sel = rows[_pick(len(rows), per_class, seed, label_names[k])]
         idx.extend(sel.tolist())
         labels.extend([ci] * len(sel))
+    if np.issubdtype(x.dtype, np.inexact):  # only the rows used matter
+        for s in range(0, len(idx), 256):
+            block = x[idx[s : s + 256]]
+            bad = ~np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+            if bad.any():
+                raise OnnxFeError(f"{path.name}: x[{idx[s + int(bad.argmax())]}] holds NaN or infinite values")
     return Dataset(
+        notes=_short_note(per_class, short),
         source=path,
         kind="npz",
         classes=[label_names[k] for k in keep],
@@ -211,6 +389,34 @@ def _open_npz(path: Path, per_class, wanted, seed) -> Dataset:
         ids=[f"index:{i}" for i in idx],
         _x=x,
         _npz_index=np.asarray(idx, dtype=np.int64),
+    )
+
+
+def npz_layout(ds: Dataset, input_shape: list, layout: str = "auto") -> str:
+    """The layout of an .npz's x: the model's own (read from its input shape), else guessed from x's shape."""
+    if layout != "auto":
+        return layout
+    found = model_layout(input_shape)
+    if found is not None:
+        return found
+    c1, c3 = ds._x.shape[1], ds._x.shape[3]
+    return "nhwc" if c3 in (1, 3) and c1 not in (1, 3) else "nchw"
+
+
+def npz_preprocess(ds: Dataset, input_shape: list, layout: str = "auto") -> Preprocess:
+    """How .npz samples are fed: as they are, in the model's layout (checked against the model's input)."""
+    layout = npz_layout(ds, input_shape, layout)
+    check_npz_shape(ds, input_shape, layout)
+    _, a, b, c = ds._x.shape
+    ch, h, w = (a, b, c) if layout == "nchw" else (c, a, b)
+    return Preprocess(
+        height=int(h),
+        width=int(w),
+        layout=layout,
+        color="gray" if ch == 1 else "rgb",
+        scale=1.0,
+        mean=(0.0,),
+        std=(1.0,),
     )
 
 
@@ -222,7 +428,9 @@ def check_npz_shape(ds: Dataset, input_shape: list, layout: str) -> None:
         raise OnnxFeError(f"{ds.source.name}: x must be 4-D (N, ...) in the model's input layout, got {ds._x.shape}")
     for g, m in zip(got, input_shape[1:]):
         if m is not None and g != m:
+            dims = "(N, C, H, W)" if layout == "nchw" else "(N, H, W, C)"
             raise OnnxFeError(
                 f"{ds.source.name}: x has sample shape {got} but the model input is "
-                f"{tuple('?' if d is None else d for d in input_shape[1:])} ({layout})"
+                f"{tuple('?' if d is None else d for d in input_shape[1:])} ({layout}: x must be {dims}, "
+                "the model's own layout)"
             )
