@@ -102,6 +102,58 @@ class LoadedModel:
     input_shape: list  # ints or None for dynamic dims
     input_elem_type: int
     units: list[ConvUnit] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # convolutions that are not layers, and why (one line each)
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the model's input is fixed to (e.g. 1), or None when the batch dim is dynamic."""
+        return self.input_shape[0]
+
+
+# Quantized convolutions: their outputs are integers on a per-tensor scale, not the float maps scored here.
+QUANTIZED_CONVS = {"ConvInteger", "QLinearConv"}
+CONTROL_FLOW = {"If", "Loop", "Scan"}
+
+
+def skipped_convs(model: onnx.ModelProto) -> list[str]:
+    """One line per kind of convolution that cannot be a layer: quantized convs in the main graph, and any
+    conv inside the subgraphs of If/Loop/Scan nodes (their tensors cannot be made graph outputs)."""
+    quantized: dict[str, int] = {}
+    nested: dict[tuple[str, str], int] = {}
+
+    def walk(graph, top: str | None):
+        for n in graph.node:
+            if n.op_type in QUANTIZED_CONVS and top is None:
+                quantized[n.op_type] = quantized.get(n.op_type, 0) + 1
+            elif (n.op_type == "Conv" or n.op_type in QUANTIZED_CONVS) and top is not None:
+                nested[(top, n.op_type)] = nested.get((top, n.op_type), 0) + 1
+            for a in n.attribute:
+                subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+                for sg in subs:
+                    walk(sg, top if top is not None else f"{n.op_type} {n.name or n.output[0]!r}")
+
+    walk(model.graph, None)
+    out = []
+    for op, k in quantized.items():
+        out.append(
+            f"{k} quantized convolution{'s' if k > 1 else ''} ({op}) not scored: quantized convs are not "
+            "supported (score the float model)"
+        )
+    for (where, op), k in nested.items():
+        out.append(
+            f"{k} {op} node{'s' if k > 1 else ''} inside the subgraph of {where} not scored: convs inside "
+            "If/Loop/Scan subgraphs cannot be tapped"
+        )
+    return out
+
+
+def require_units(lm: LoadedModel) -> None:
+    """Refuse a model with no Conv layer, saying why when it does have convolutions that were skipped."""
+    if lm.units:
+        return
+    if lm.skipped:
+        raise OnnxFeError(f"{lm.path.name} has no Conv layer that can be scored: " + "; ".join(lm.skipped))
+    raise OnnxFeError(f"{lm.path.name} has no Conv node")
 
 
 def _hash_files(paths: list[Path]) -> str:
@@ -125,7 +177,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
         skeleton = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf raises a variety of errors on corrupt files
         raise OnnxFeError(
-            f"cannot read ONNX model {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'corrupt file'}"
+            f"cannot read ONNX model {path}: {type(e).__name__}: {' '.join(str(e).split()) or 'corrupt file'}"
         ) from None
     side = []
     for t in list(skeleton.graph.initializer):
@@ -166,6 +218,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
         input_elem_type=tt.elem_type,
     )
     lm.units = find_units(model)
+    lm.skipped = skipped_convs(model)
     return lm
 
 
@@ -352,6 +405,10 @@ def _weight_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
 
 def select_units(units: list[ConvUnit], layers: list[str] | None) -> list[ConvUnit]:
     """Select scorable units by index, exact name, or glob; None selects all scorable."""
+    if isinstance(layers, (str, int)):
+        layers = [layers]
+    if layers is not None:
+        layers = [str(v) for v in layers]  # the API takes what the CLI takes: indices as ints or strings
     scorable = [u for u in units if u.scorable]
     if not layers:
         if not scorable:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from ..data.preprocess import to_input_dtype
 from ..errors import OnnxFeError
 from .graph import ConvUnit, LoadedModel, expose
 
@@ -58,6 +59,47 @@ def _quiet_stderr():
                 os.close(copy)
 
 
+def ort_message(e: BaseException) -> str:
+    """onnxruntime's whole error message on one line (it spans several lines; the reason is often not in the
+    first, e.g. "Got: 12 Expected: 1")."""
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    return " ".join(text.split()) or type(e).__name__
+
+
+def import_onnxruntime():
+    """``import onnxruntime`` with Ctrl-C held back until the import is over.
+
+    onnxruntime's native module turns an interrupt during its initialisation into an ``ImportError`` (after
+    printing a traceback itself); holding SIGINT back for the fraction of a second the import takes turns it
+    into a plain KeyboardInterrupt afterwards instead."""
+    import sys
+
+    if "onnxruntime" in sys.modules and hasattr(sys.modules["onnxruntime"], "InferenceSession"):
+        return sys.modules["onnxruntime"]
+    import signal
+    import threading
+
+    got: list[int] = []
+    old = None
+    if threading.current_thread() is threading.main_thread():
+        try:
+            old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+        except (ValueError, OSError):
+            old = None
+    try:
+        import onnxruntime
+    except ImportError as e:
+        if got:
+            raise KeyboardInterrupt from None
+        raise OnnxFeError(f"cannot import onnxruntime: {ort_message(e)}") from None
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+    if got:
+        raise KeyboardInterrupt
+    return onnxruntime
+
+
 @dataclass
 class Runner:
     session: object
@@ -67,12 +109,26 @@ class Runner:
     input_dtype: type
     outputs: list[str]
     spec: dict | None = None  # make_runner's arguments: how to build the session again in another process
+    fixed_batch: int | None = None  # the input's batch dim when the model fixes it (e.g. 1)
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
-        """Run one batch; the session is (re)built on first use after unpickling."""
+        """Outputs for a batch of any size; the session is (re)built on first use after unpickling. A model with a
+        fixed batch is run in pieces of that size (the last one padded by repeating its last sample, whose extra
+        outputs are dropped)."""
         if self.session is None:
             self._rebuild()
-        return self.session.run(self.outputs, {self.input_name: x.astype(self.input_dtype, copy=False)})
+        x = to_input_dtype(x, self.input_dtype)
+        fb = self.fixed_batch
+        if not fb or len(x) == fb:
+            return self.session.run(self.outputs, {self.input_name: x})
+        parts = []
+        for s in range(0, len(x), fb):
+            piece = x[s : s + fb]
+            n = len(piece)
+            if n < fb:
+                piece = np.concatenate([piece, np.repeat(piece[-1:], fb - n, axis=0)])
+            parts.append([o[:n] for o in self.session.run(self.outputs, {self.input_name: piece})])
+        return [np.concatenate([p[i] for p in parts]) for i in range(len(self.outputs))]
 
     def _rebuild(self) -> None:
         if self.spec is None:
@@ -89,7 +145,7 @@ class Runner:
 
 
 def _session(model_bytes_or_path, providers, quiet: bool, threads: int | None):
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     # warnings such as cuDNN's "Conv running in Fallback mode" go to the default logger at run time
     ort.set_default_logger_severity(3)
@@ -111,7 +167,7 @@ def make_runner(
     lm: LoadedModel, units: list[ConvUnit], device: str = "auto", threads: int | None = None, keep_outputs: bool = False
 ) -> Runner:
     """Create an onnxruntime session whose outputs are the units' taps (and the model outputs if asked)."""
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     if device not in ("auto", "cpu", "cuda"):
         raise OnnxFeError(f"--device {device!r}: choose auto, cpu or cuda")
@@ -164,13 +220,13 @@ def make_runner(
     except OnnxFeError:
         raise
     except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise OnnxFeError(f"onnxruntime cannot load {lm.path.name}: {msg}") from None
+        raise OnnxFeError(f"onnxruntime cannot load {lm.path.name}: {ort_message(e)}") from None
     used = "cuda" if "CUDAExecutionProvider" in sess.get_providers() else "cpu"
     inp = sess.get_inputs()[0]
     dtype = ORT_TO_NUMPY.get(inp.type)
     if dtype is None:
         raise OnnxFeError(f"unsupported model input type {inp.type}")
+    batch = inp.shape[0] if inp.shape else None
     runner = Runner(
         session=sess,
         device=used,
@@ -179,6 +235,7 @@ def make_runner(
         input_dtype=dtype,
         outputs=wanted,
         spec={"lm": lm, "units": units, "device": device, "threads": threads, "keep_outputs": keep_outputs},
+        fixed_batch=batch if isinstance(batch, int) and batch > 0 else None,
     )
     runner._tmpdir = tmpdir  # keep alive with the session
     return runner
@@ -189,8 +246,7 @@ def probe_shapes(runner: Runner, units: list[ConvUnit], sample: np.ndarray) -> N
     try:
         outs = runner.run(sample[:1])
     except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise OnnxFeError(f"the model failed on the input: {msg}") from None
+        raise OnnxFeError(f"the model failed on the input: {ort_message(e)}") from None
     by_tap = dict(zip(runner.outputs, outs))
     for u in units:
         a = by_tap[u.tap]
