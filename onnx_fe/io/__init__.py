@@ -1,1 +1,1 @@
-"""Stage 6 — storage: the HDF5 results file and CSV tables."""
+"""Stage 6 — storage: the HDF5 results file, CSV tables, and locked output directories."""

@@ -17,22 +17,92 @@ Layout of ``results.h5`` (see docs/outputs.md):
     feature_entropy, birth_rate, ineffectiveness (K, C) float64
 /activations/LLL (N, C, H, W)  float32, only with --keep-activations (chunked, gzip)
 
-While a run is in progress the file is ``results.h5.partial``; it is renamed to
-``results.h5`` only when complete, and ``scores.csv`` is written after that.
+While a run is in progress the file is ``results.h5.partial``. The previous complete ``results.h5`` and
+``scores.csv`` (of other inputs or parameters) stay in place until the new run is complete: then the new
+``scores.csv`` is written beside it as ``scores.csv.partial``, its SHA-256 stored in the partial file
+(``scores_csv_sha256``), and both are renamed over the old ones. A run that fails leaves the previous result
+intact. Per-image datasets are created with a fill value that no real value takes (-1 birth points, NaN
+means), so a row that a crash kept from reaching the disk is detected when an interrupted run resumes; a
+``.partial`` that cannot be read is then discarded with a note, and the run starts afresh. A write that fails
+(a full disk) removes the ``.partial`` (it cannot be trusted any more) and ends the run with one line.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
+import hashlib
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from ..errors import OnnxFeError
+from .lock import os_reason
+
 FORMAT = "onnx-fe/1"
 STR = h5py.string_dtype("utf-8")
+# Fill values of the per-image datasets: never taken by a written value (birth points are >= 0, maps finite).
+FILL = {"birth_points": -1, "mean_activation": np.nan, "zero_fraction": np.nan}
+PER_IMAGE = ("birth_points", "mean_activation", "zero_fraction")
+# h5py reports a failed write as OSError or RuntimeError (e.g. "Unable to synchronously flush file").
+H5_WRITE_ERRORS = (OSError, RuntimeError, ValueError, KeyError)
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e)
+    return "errno = 28" in text or "No space left on device" in text or "Disk quota exceeded" in text
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def write_error(path: Path, e: BaseException, removed: bool = False) -> OnnxFeError:
+    """The one line for a failed write."""
+    tail = "; the unfinished results were removed" if removed else ""
+    if _is_disk_full(e):
+        return OnnxFeError(f"no space left on device while writing {path}{tail} (free some space and run again)")
+    return OnnxFeError(f"cannot write {path}: {_reason(e)}{tail}")
+
+
+def discard(f, path: Path) -> None:
+    """Close and remove a results file that cannot be trusted, whatever state HDF5 is in.
+
+    The file is emptied first: HDF5 flushes on close, and on a full disk that flush fails again (and an open
+    file whose close failed crashes the interpreter at exit); truncating frees the space so that it succeeds."""
+    try:
+        os.truncate(path, 0)
+    except OSError:
+        pass
+    if f is not None:
+        try:
+            f.close()
+        except Exception:
+            pass
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+@contextmanager
+def guarded(f, path: Path):
+    """Writes to an open ``.partial``: a failure (full disk, I/O error) discards the file, then one line."""
+    try:
+        yield f
+    except OnnxFeError:
+        raise
+    except H5_WRITE_ERRORS as e:
+        discard(f, path)
+        raise write_error(path, e, removed=True) from None
 
 
 def layer_key(index: int) -> str:
@@ -40,7 +110,18 @@ def layer_key(index: int) -> str:
 
 
 def create(path: Path, *, params: dict, meta: dict, classes, labels, ids, units, n_channels_hw, keep_activations):
-    f = h5py.File(path, "w")
+    """A new ``.partial`` results file (replacing any file there); a failed write gives one line."""
+    f = None
+    try:
+        f = h5py.File(path, "w")
+        _fill_new(f, params, meta, classes, labels, ids, units, n_channels_hw, keep_activations)
+    except H5_WRITE_ERRORS as e:
+        discard(f, path)
+        raise write_error(path, e) from None
+    return f
+
+
+def _fill_new(f, params, meta, classes, labels, ids, units, n_channels_hw, keep_activations):
     f.attrs["format"] = FORMAT
     f.attrs["complete"] = False
     f.attrs["n_done"] = 0
@@ -68,9 +149,8 @@ def create(path: Path, *, params: dict, meta: dict, classes, labels, ids, units,
             ("width", w),
         ):
             lg.attrs[k] = v
-        lg.create_dataset("birth_points", shape=(n, c), dtype=np.int32, chunks=(min(n, 256), c))
-        lg.create_dataset("mean_activation", shape=(n, c), dtype=np.float32, chunks=(min(n, 256), c))
-        lg.create_dataset("zero_fraction", shape=(n, c), dtype=np.float32, chunks=(min(n, 256), c))
+        for name, dtype in zip(PER_IMAGE, (np.int32, np.float32, np.float32)):
+            lg.create_dataset(name, shape=(n, c), dtype=dtype, chunks=(min(n, 256), c), fillvalue=FILL[name])
         if keep_activations:
             f.require_group("activations").create_dataset(
                 layer_key(u.index),
@@ -80,26 +160,79 @@ def create(path: Path, *, params: dict, meta: dict, classes, labels, ids, units,
                 compression="gzip",
                 compression_opts=4,
                 shuffle=True,
+                fillvalue=np.nan,
             )
     f.flush()
+
+
+def _same_params(stored: str, params: dict) -> bool:
+    return json.loads(stored) == json.loads(json.dumps(params, sort_keys=True))
+
+
+def check_partial(f) -> str | None:
+    """Why an open ``.partial`` cannot be resumed (damaged), or None when it is sound: its layout is whole,
+    every image it counts as done was really written (no fill value left), and it can still be written to."""
+    try:
+        n = len(f["image_ids"])
+        if len(f["labels"]) != n or "classes" not in f:
+            return "its labels do not match its images"
+        done = int(f.attrs["n_done"])
+        if not 0 <= done <= n:
+            return f"it counts {done} of {n} images as done"
+        if "layers" not in f or len(f["layers"]) == 0:
+            return "it holds no layer"
+        for key in f["layers"]:
+            g = f["layers"][key]
+            for name in PER_IMAGE:
+                a = g[name][:done]
+                if len(g[name]) != n:
+                    return f"layer {key} {name} has {len(g[name])} rows for {n} images"
+                if (a == -1).any() if name == "birth_points" else np.isnan(a).any():
+                    return f"images it counts as done were never written (layer {key} {name})"
+        for key in f.get("activations", {}):
+            a = f["activations"][key]
+            if done and np.isnan(a[max(0, done - 256) : done]).any():
+                return f"images it counts as done were never written (activations {key})"
+        f.attrs["n_done"] = done  # a write, so that a file that can no longer be written to fails here
+        f.flush()
+    except Exception as e:
+        return _reason(e)
+    return None
+
+
+def resume_partial(path: Path, params: dict, log=None):
+    """An interrupted run's ``.partial`` reopened for writing when it was made with the same parameters and is
+    sound; else None. A damaged one is removed with a one-line note, one made with other parameters silently
+    (with ``log``'s verbose line)."""
+    log = log or (lambda msg: None)
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        f = h5py.File(path, "r+")
+    except Exception as e:
+        log(f"note: {path} cannot be read ({_reason(e)}); starting afresh")
+        discard(None, path)
+        return None
+    try:
+        same = f.attrs.get("format") == FORMAT and _same_params(f.attrs["params"], params)
+    except Exception:
+        same = False
+    if not same:
+        log(f"replacing {path} (an unfinished run with other inputs or parameters)")
+        discard(f, path)
+        return None
+    why = check_partial(f)
+    if why is not None:
+        log(f"note: {path} is damaged ({why}); starting afresh")
+        discard(f, path)
+        return None
     return f
 
 
 def open_partial(path: Path, params: dict):
-    """Reopen an interrupted run's file if it was made with the same parameters."""
-    try:
-        f = h5py.File(path, "r+")
-    except Exception:
-        return None
-    try:
-        if f.attrs.get("format") == FORMAT and json.loads(f.attrs["params"]) == json.loads(
-            json.dumps(params, sort_keys=True)
-        ):
-            return f
-    except Exception:
-        pass
-    f.close()
-    return None
+    """Reopen an interrupted run's file if it was made with the same parameters and is sound."""
+    return resume_partial(path, params)
 
 
 def is_complete_match(path: Path, params: dict) -> bool:
@@ -114,59 +247,198 @@ def is_complete_match(path: Path, params: dict) -> bool:
         return False
 
 
-def write_csv(h5_path: Path, csv_path: Path) -> None:
-    """Write the tidy per layer × unit × class table atomically from a complete results file."""
+def _num(v) -> str:
+    """A float as in the CSV: repr (round-trips exactly), never -0.0."""
+    return repr(float(v) + 0.0)  # -0.0 + 0.0 == +0.0
+
+
+class _HashingWriter:
+    def __init__(self, f):
+        self.f, self.h = f, hashlib.sha256()
+
+    def write(self, text: str):
+        self.h.update(text.encode())
+        return self.f.write(text)
+
+
+def write_csv(h5, csv_path: Path) -> str:
+    """Write the tidy per layer × unit × class table atomically from a complete results file (a path or an
+    open h5py File); returns the SHA-256 of what was written. A failed write leaves no half file, one line."""
+    csv_path = Path(csv_path)
     tmp = csv_path.with_name(csv_path.name + ".partial")
-    with h5py.File(h5_path, "r") as f, open(tmp, "w", newline="") as out:
-        classes = [c.decode() if isinstance(c, bytes) else str(c) for c in f["classes"][()]]
-        labels = f["labels"][()]
-        w = csv.writer(out)
-        w.writerow(
-            [
-                "layer",
-                "layer_index",
-                "unit",
-                "class",
-                "n_images",
-                "feature_entropy",
-                "birth_rate",
-                "ineffectiveness",
-                "mean_activation",
-                "apoz",
-                "weight_l1",
-                *STAT_COLUMNS,
-            ]
-        )
-        for key in sorted(f["layers"]):
-            g = f["layers"][key]
-            name, idx = g.attrs["name"], int(g.attrs["index"])
-            fe, br, ie = g["feature_entropy"][()], g["birth_rate"][()], g["ineffectiveness"][()]
-            n_img = g["n_images"][()]
-            ma, zf = g["mean_activation"][()], g["zero_fraction"][()]
-            l1 = g["weight_l1"][()]
-            extra = [g[c][()] if c in g else None for c in STAT_COLUMNS]
-            for k, cname in enumerate(classes):
-                rows = labels == k
-                ma_k = ma[rows].astype(np.float64).mean(axis=0) if rows.any() else np.full(ma.shape[1], np.nan)
-                zf_k = zf[rows].astype(np.float64).mean(axis=0) if rows.any() else np.full(ma.shape[1], np.nan)
-                for j in range(fe.shape[1]):
-                    w.writerow(
-                        [
-                            name,
-                            idx,
-                            j,
-                            cname,
-                            int(n_img[k]),
-                            repr(float(fe[k, j])),
-                            repr(float(br[k, j])),
-                            repr(float(ie[k, j])),
-                            repr(float(ma_k[j])),
-                            repr(float(zf_k[j])),
-                            repr(float(l1[j])),
-                            *("" if a is None else _cell(a[k, j]) for a in extra),
-                        ]
-                    )
-    os.replace(tmp, csv_path)
+    try:
+        digest = _write_csv_to(h5, tmp)
+        os.replace(tmp, csv_path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise write_error(csv_path, e) from None
+    return digest
+
+
+def _write_csv_to(h5, tmp: Path) -> str:
+    own = not isinstance(h5, h5py.File)
+    f = h5py.File(h5, "r") if own else h5
+    try:
+        with open(tmp, "w", newline="") as raw:
+            out = _HashingWriter(raw)
+            _csv_rows(f, csv.writer(out))
+            raw.flush()
+            os.fsync(raw.fileno())
+        return out.h.hexdigest()
+    finally:
+        if own:
+            f.close()
+
+
+def _csv_rows(f, w) -> None:
+    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in f["classes"][()]]
+    labels = f["labels"][()]
+    w.writerow(
+        [
+            "layer",
+            "layer_index",
+            "unit",
+            "class",
+            "n_images",
+            "feature_entropy",
+            "birth_rate",
+            "ineffectiveness",
+            "mean_activation",
+            "apoz",
+            "weight_l1",
+            *STAT_COLUMNS,
+        ]
+    )
+    for key in sorted(f["layers"]):
+        g = f["layers"][key]
+        name, idx = g.attrs["name"], int(g.attrs["index"])
+        fe, br, ie = g["feature_entropy"][()], g["birth_rate"][()], g["ineffectiveness"][()]
+        n_img = g["n_images"][()]
+        ma, zf = g["mean_activation"][()], g["zero_fraction"][()]
+        l1 = g["weight_l1"][()]
+        extra = [g[c][()] if c in g else None for c in STAT_COLUMNS]
+        for k, cname in enumerate(classes):
+            rows = labels == k
+            ma_k = ma[rows].astype(np.float64).mean(axis=0) if rows.any() else np.full(ma.shape[1], np.nan)
+            zf_k = zf[rows].astype(np.float64).mean(axis=0) if rows.any() else np.full(ma.shape[1], np.nan)
+            for j in range(fe.shape[1]):
+                w.writerow(
+                    [
+                        name,
+                        idx,
+                        j,
+                        cname,
+                        int(n_img[k]),
+                        _num(fe[k, j]),
+                        _num(br[k, j]),
+                        _num(ie[k, j]),
+                        _num(ma_k[j]),
+                        _num(zf_k[j]),
+                        _num(l1[j]),
+                        *("" if a is None else _cell(a[k, j]) for a in extra),
+                    ]
+                )
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def commit(f, partial: Path, final: Path, csv_path: Path) -> None:
+    """Make a complete ``.partial`` (open as ``f``; closed here) the result, replacing the previous one only now.
+
+    The new scores.csv is written first (``scores.csv.partial``) and its SHA-256 stored in the results file;
+    then results.h5 and scores.csv are renamed over the old ones. A crash between the two renames leaves a
+    results.h5 whose stored digest does not match scores.csv, which :func:`ensure_csv` repairs on the next run.
+    A failed write discards the ``.partial`` and leaves the previous result as it was, with one line."""
+    partial, final, csv_path = Path(partial), Path(final), Path(csv_path)
+    tmp_csv = csv_path.with_name(csv_path.name + ".partial")
+    try:
+        digest = _write_csv_to(f, tmp_csv)
+        f.attrs["scores_csv_sha256"] = digest
+        f.flush()
+        f.close()
+        fd = os.open(partial, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except H5_WRITE_ERRORS as e:
+        for p in (tmp_csv,):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+        discard(f, partial)
+        raise write_error(partial, e, removed=True) from None
+    try:
+        os.replace(partial, final)
+        os.replace(tmp_csv, csv_path)
+        _fsync_dir(final.parent)
+    except OSError as e:
+        raise OnnxFeError(f"cannot move the finished results into place in {final.parent}: {os_reason(e)}") from None
+
+
+def ensure_csv(final: Path, csv_path: Path) -> bool:
+    """Make sure scores.csv is the one of ``final`` (rewriting it when it is missing or from another run);
+    returns True when it was rewritten."""
+    csv_path = Path(csv_path)
+    try:
+        with h5py.File(final, "r") as f:
+            want = f.attrs.get("scores_csv_sha256")
+    except Exception:
+        want = None
+    if want is not None and csv_path.exists():
+        h = hashlib.sha256()
+        with open(csv_path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() == want:
+            return False
+    write_csv(final, csv_path)
+    return True
+
+
+def stored_params(path: Path) -> dict | None:
+    """The parameters a complete results file was made with (None when there is none or it is unreadable)."""
+    try:
+        with h5py.File(path, "r") as f:
+            if not bool(f.attrs.get("complete")) or f.attrs.get("format") != FORMAT:
+                return None
+            return json.loads(f.attrs["params"])
+    except Exception:
+        return None
+
+
+# What each parameter is called in a note about why a previous result is not reused.
+PARAM_NAMES = {
+    "data_sha256": "the data's contents",
+    "data_ids_sha256": "the data's files",
+    "model_sha256": "the model file",
+}
+
+
+def describe_change(old: dict | None, params: dict) -> str | None:
+    """What differs between a previous complete result's parameters and this run's, in words (None if same)."""
+    if old is None:
+        return None
+    new = json.loads(json.dumps(params, sort_keys=True))
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if not keys:
+        return None
+    return ", ".join(PARAM_NAMES.get(k, k.replace("_", " ")) for k in keys)
 
 
 # per unit × class statistics (onnx_fe.scores.statistics), stored per layer as (K, C) datasets
