@@ -76,33 +76,87 @@ def write_error(path: Path, e: BaseException, removed: bool = False) -> OnnxFeEr
 def discard(f, path: Path) -> None:
     """Close and remove a results file that cannot be trusted, whatever state HDF5 is in.
 
-    The file is emptied first: HDF5 flushes on close, and on a full disk that flush fails again (and an open
-    file whose close failed crashes the interpreter at exit); truncating frees the space so that it succeeds."""
-    try:
-        os.truncate(path, 0)
-    except OSError:
-        pass
-    if f is not None:
-        try:
-            f.close()
-        except Exception:
-            pass
+    HDF5 flushes its caches on close; on a full disk that flush fails again, the close fails, and the objects
+    left open crash the interpreter at exit (a segfault). So the file's descriptor is first pointed at
+    /dev/null: the flush then succeeds (writing nowhere), the close completes (HDF5 may need a second try after
+    a failed flush), and the file is removed."""
+    with _h5_dealloc_errors():
+        if f is not None:
+            try:
+                fd = f.id.get_vfd_handle()
+                null = os.open(os.devnull, os.O_RDWR)
+                try:
+                    os.dup2(null, fd)
+                finally:
+                    os.close(null)
+            except Exception:
+                try:
+                    os.truncate(path, 0)  # at least give the flush room
+                except OSError:
+                    pass
+            for _ in range(3):
+                try:
+                    f.close()
+                    break
+                except Exception:
+                    pass
     try:
         os.unlink(path)
     except OSError:
         pass
 
 
+def _forget(*errors) -> None:
+    """Drop the frames an exception's traceback keeps alive: they hold h5py objects of a discarded file, which
+    would otherwise be freed (and flushed) only at interpreter exit."""
+    import traceback
+
+    for e in errors:
+        while e is not None:
+            if e.__traceback__ is not None:
+                traceback.clear_frames(e.__traceback__)
+                e.__traceback__ = None
+            e = e.__context__
+
+
+@contextmanager
+def _h5_dealloc_errors():
+    """Collect the errors h5py can only report while freeing an object (a flush that failed on a full disk is
+    printed as "Exception ignored in: h5py._objects.ObjectID.__dealloc__" with a traceback): they are kept in
+    the list this yields instead of being printed; other unraisable errors go to the previous hook."""
+    import sys
+
+    seen: list[BaseException] = []
+    previous = sys.unraisablehook
+
+    def hook(u):
+        if "h5py" in repr(getattr(u, "object", "")) or "h5py" in str(getattr(u, "err_msg", "")):
+            seen.append(u.exc_value)
+        else:
+            previous(u)
+
+    sys.unraisablehook = hook
+    try:
+        yield seen
+    finally:
+        sys.unraisablehook = previous
+
+
 @contextmanager
 def guarded(f, path: Path):
     """Writes to an open ``.partial``: a failure (full disk, I/O error) discards the file, then one line."""
-    try:
-        yield f
-    except OnnxFeError:
-        raise
-    except H5_WRITE_ERRORS as e:
-        discard(f, path)
-        raise write_error(path, e, removed=True) from None
+    with _h5_dealloc_errors() as seen:
+        try:
+            yield f
+            if seen:
+                raise seen[0]
+        except OnnxFeError:
+            raise
+        except H5_WRITE_ERRORS as e:
+            err = write_error(path, e, removed=True)
+            _forget(e, *seen)
+            discard(f, path)
+            raise err from None
 
 
 def layer_key(index: int) -> str:
@@ -112,16 +166,22 @@ def layer_key(index: int) -> str:
 def create(path: Path, *, params: dict, meta: dict, classes, labels, ids, units, n_channels_hw, keep_activations):
     """A new ``.partial`` results file (replacing any file there); a failed write gives one line."""
     f = None
-    try:
-        f = h5py.File(path, "w")
-        _fill_new(f, params, meta, classes, labels, ids, units, n_channels_hw, keep_activations)
-    except H5_WRITE_ERRORS as e:
-        discard(f, path)
-        raise write_error(path, e) from None
+    keep: list = []  # every object stays referenced until the file is closed (see discard)
+    with _h5_dealloc_errors() as seen:
+        try:
+            f = h5py.File(path, "w")
+            _fill_new(f, params, meta, classes, labels, ids, units, n_channels_hw, keep_activations, keep)
+            if seen:
+                raise seen[0]
+        except H5_WRITE_ERRORS as e:
+            err = write_error(path, e)
+            _forget(e, *seen)
+            discard(f, path)
+            raise err from None
     return f
 
 
-def _fill_new(f, params, meta, classes, labels, ids, units, n_channels_hw, keep_activations):
+def _fill_new(f, params, meta, classes, labels, ids, units, n_channels_hw, keep_activations, keep):
     f.attrs["format"] = FORMAT
     f.attrs["complete"] = False
     f.attrs["n_done"] = 0
@@ -129,13 +189,15 @@ def _fill_new(f, params, meta, classes, labels, ids, units, n_channels_hw, keep_
     for k, v in meta.items():
         f.attrs[k] = v if isinstance(v, (str, int, float, bool)) else json.dumps(v, sort_keys=True)
     n = len(ids)
-    f.create_dataset("classes", data=np.asarray(classes, dtype=object), dtype=STR)
-    f.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
-    f.create_dataset("image_ids", data=np.asarray(ids, dtype=object), dtype=STR)
+    keep.append(f.create_dataset("classes", data=np.asarray(classes, dtype=object), dtype=STR))
+    keep.append(f.create_dataset("labels", data=np.asarray(labels, dtype=np.int64)))
+    keep.append(f.create_dataset("image_ids", data=np.asarray(ids, dtype=object), dtype=STR))
     g = f.create_group("layers")
+    keep.append(g)
     for u in units:
         c, h, w = n_channels_hw[u.index]
         lg = g.create_group(layer_key(u.index))
+        keep.append(lg)
         for k, v in (
             ("index", u.index),
             ("name", u.name),
@@ -150,19 +212,98 @@ def _fill_new(f, params, meta, classes, labels, ids, units, n_channels_hw, keep_
         ):
             lg.attrs[k] = v
         for name, dtype in zip(PER_IMAGE, (np.int32, np.float32, np.float32)):
-            lg.create_dataset(name, shape=(n, c), dtype=dtype, chunks=(min(n, 256), c), fillvalue=FILL[name])
+            keep.append(
+                lg.create_dataset(name, shape=(n, c), dtype=dtype, chunks=(min(n, 256), c), fillvalue=FILL[name])
+            )
         if keep_activations:
-            f.require_group("activations").create_dataset(
-                layer_key(u.index),
-                shape=(n, c, h, w),
-                dtype=np.float32,
-                chunks=(1, min(c, max(1, (1 << 18) // (h * w * 4))), h, w),
-                compression="gzip",
-                compression_opts=4,
-                shuffle=True,
-                fillvalue=np.nan,
+            acts = f.require_group("activations")
+            keep.append(acts)
+            keep.append(
+                acts.create_dataset(
+                    layer_key(u.index),
+                    shape=(n, c, h, w),
+                    dtype=np.float32,
+                    chunks=(1, min(c, max(1, (1 << 18) // (h * w * 4))), h, w),
+                    compression="gzip",
+                    compression_opts=4,
+                    shuffle=True,
+                    fillvalue=np.nan,
+                )
             )
     f.flush()
+
+
+class PartialWriter:
+    """Writes a run into its open ``.partial`` (``f``): batches of rows, the count of finished images, the
+    per-class tables, then :meth:`commit`. Every dataset handle is kept open for the whole run: h5py would
+    otherwise free (and flush) one after each write, and a flush that fails while an object is freed can only
+    be printed, not raised, and leaves the file unclosable. Any failed write discards the ``.partial`` and
+    raises one line (:func:`guarded`)."""
+
+    def __init__(self, f, path: Path):
+        self.f, self.path = f, Path(path)
+        self._handles: dict[str, object] = {}
+
+    def _get(self, name: str):
+        h = self._handles.get(name)
+        if h is None:
+            h = self._handles[name] = self.f[name]
+        return h
+
+    @property
+    def n_done(self) -> int:
+        return int(self.f.attrs["n_done"])
+
+    def write(self, index: int, start: int, stop: int, **arrays) -> None:
+        """Rows [start, stop) of one layer: birth_points, mean_activation, zero_fraction[, activations]."""
+        key = layer_key(index)
+        with guarded(self.f, self.path):
+            for name, a in arrays.items():
+                ds = self._get(f"activations/{key}" if name == "activations" else f"layers/{key}/{name}")
+                ds[start:stop] = a
+
+    def done(self, stop: int) -> None:
+        """Images [0, stop) are written: record it, and flush."""
+        with guarded(self.f, self.path):
+            self.f.attrs["n_done"] = stop
+            self.f.flush()
+
+    def read(self, index: int, name: str) -> np.ndarray:
+        return self._get(f"layers/{layer_key(index)}/{name}")[()]
+
+    def put_tables(self, index: int, tables: dict) -> None:
+        """Per-layer tables computed at the end (n_images, feature_entropy, …, weight_l1), replacing old ones."""
+        g = self._get(f"layers/{layer_key(index)}")
+        with guarded(self.f, self.path):
+            for name, arr in tables.items():
+                full = f"layers/{layer_key(index)}/{name}"
+                if name in g:
+                    self._handles.pop(full, None)
+                    del g[name]
+                self._handles[full] = g.create_dataset(name, data=arr)
+
+    def complete(self) -> None:
+        with guarded(self.f, self.path):
+            self.f.attrs["complete"] = True
+            self.f.flush()
+
+    def commit(self, final: Path, csv_path: Path) -> None:
+        """Replace the previous result by this one (see :func:`commit`)."""
+        commit(self.f, self.path, final, csv_path)
+        self._handles.clear()
+
+    def close(self) -> None:
+        """Close the file, keeping it for a later resume; a close that fails discards it (one line)."""
+        if not self.f.id.valid:
+            return
+        with guarded(self.f, self.path):
+            self.f.close()
+        self._handles.clear()
+
+    def abandon(self) -> None:
+        """Close and remove the ``.partial`` without a word (its run is replaced by another)."""
+        discard(self.f, self.path)
+        self._handles.clear()
 
 
 def _same_params(stored: str, params: dict) -> bool:
@@ -215,9 +356,13 @@ def resume_partial(path: Path, params: dict, log=None):
         discard(None, path)
         return None
     try:
-        same = f.attrs.get("format") == FORMAT and _same_params(f.attrs["params"], params)
-    except Exception:
-        same = False
+        if f.attrs.get("format") != FORMAT:
+            raise ValueError("it holds no onnx-fe results")
+        same = _same_params(f.attrs["params"], params)
+    except Exception as e:
+        log(f"note: {path} cannot be read ({_reason(e)}); starting afresh")
+        discard(f, path)
+        return None
     if not same:
         log(f"replacing {path} (an unfinished run with other inputs or parameters)")
         discard(f, path)
@@ -366,10 +511,13 @@ def commit(f, partial: Path, final: Path, csv_path: Path) -> None:
     partial, final, csv_path = Path(partial), Path(final), Path(csv_path)
     tmp_csv = csv_path.with_name(csv_path.name + ".partial")
     try:
-        digest = _write_csv_to(f, tmp_csv)
-        f.attrs["scores_csv_sha256"] = digest
-        f.flush()
-        f.close()
+        with _h5_dealloc_errors() as seen:
+            digest = _write_csv_to(f, tmp_csv)
+            f.attrs["scores_csv_sha256"] = digest
+            f.flush()
+            f.close()
+            if seen:
+                raise seen[0]
         fd = os.open(partial, os.O_RDONLY)
         try:
             os.fsync(fd)
