@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.dataset import select_names
 from ..errors import OnnxFeError, OptionError
 
 INDICATORS = ("feature_entropy", "ineffectiveness", "mean_activation", "apoz", "weight_l1", "random")
@@ -186,16 +187,49 @@ class Ranking:
         }
 
     def save(self, path) -> tuple[Path, Path]:
-        """Write ``<path>.csv`` and ``<path>.json`` (``path`` may end in .csv or .json); returns both paths."""
+        """Write ``<path>.csv`` and ``<path>.json`` (``path`` may end in .csv or .json); returns both paths.
+
+        An existing file there is replaced only when it is a ranking itself (so that ``-o`` can never overwrite,
+        say, a scores.csv); anything that cannot be written is one line."""
         p = Path(path)
         base = p.with_suffix("") if p.suffix.lower() in (".csv", ".json") else p
         csv_path, json_path = base.with_name(base.name + ".csv"), base.with_name(base.name + ".json")
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        write_rankings_csv([self], csv_path)
+        for q in (csv_path, json_path):
+            if q.is_dir() or (q.exists() and not _is_ranking_file(q)):
+                raise OnnxFeError(
+                    f"{q} exists and is not a ranking written by onnx-fe; choose another --output (it is not replaced)"
+                )
         tmp = json_path.with_name(json_path.name + ".partial")
-        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
-        os.replace(tmp, json_path)
+        try:
+            if csv_path.parent.exists() and not csv_path.parent.is_dir():
+                raise OnnxFeError(f"cannot write a ranking into {csv_path.parent}: it is a file, not a directory")
+            csv_path.parent.mkdir(parents=True, exist_ok=True)
+            write_rankings_csv([self], csv_path)
+            tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+            os.replace(tmp, json_path)
+        except OSError as e:
+            for q in (tmp, csv_path.with_name(csv_path.name + ".partial")):
+                try:
+                    q.unlink()
+                except OSError:
+                    pass
+            raise OnnxFeError(f"cannot write ranking {base}.csv/.json: {e.strerror or e}") from None
         return csv_path, json_path
+
+
+RANKING_COLUMNS = "layer,layer_index,unit,score,rank,by"
+
+
+def _is_ranking_file(p: Path) -> bool:
+    """Whether an existing file is a ranking onnx-fe wrote (and so may be replaced by a new one)."""
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4096).decode("utf-8", "replace")
+    except OSError:
+        return False
+    if p.suffix.lower() == ".csv":
+        return head.splitlines()[0].strip() == RANKING_COLUMNS if head else True
+    return f'"format": "{RANKING_FORMAT}"' in head or not head
 
 
 def _json_float(v):
@@ -210,7 +244,9 @@ def write_rankings_csv(rankings: list[Ranking], path: Path) -> None:
         w.writerow(["layer", "layer_index", "unit", "score", "rank", "by"])
         for r in rankings:
             for row in r.rows():
-                w.writerow([row["layer"], row["layer_index"], row["unit"], repr(row["score"]), row["rank"], row["by"]])
+                w.writerow(
+                    [row["layer"], row["layer_index"], row["unit"], repr(row["score"] + 0.0), row["rank"], row["by"]]
+                )
     os.replace(tmp, path)
 
 
@@ -251,7 +287,61 @@ def _open_results(path):
     if not bool(h.attrs.get("complete")):
         h.close()
         raise OnnxFeError(f"{f} holds an unfinished scoring run; run `onnx-fe score` again to complete it")
+    why = _damage(h)
+    if why is not None:
+        h.close()
+        raise OnnxFeError(f"results file {f} is damaged or incomplete: {why} (run `onnx-fe score` again)")
     return f, h
+
+
+LAYER_DATASETS = (
+    "birth_points",
+    "mean_activation",
+    "zero_fraction",
+    "weight_l1",
+    "n_images",
+    "feature_entropy",
+    "birth_rate",
+    "ineffectiveness",
+)
+LAYER_ATTRS = ("index", "name", "tap", "channels")
+
+
+def _damage(h) -> str | None:
+    """What a complete-looking results file lacks for ranking, in words (None when it is whole)."""
+    import h5py
+
+    try:
+        for k in ("classes", "labels"):
+            if not isinstance(h.get(k), h5py.Dataset):
+                return f"it has no {k!r} dataset"
+        n, k = len(h["labels"]), len(h["classes"])
+        layers = h["layers"]
+        if not isinstance(layers, h5py.Group) or len(layers) == 0:
+            return "it holds no scored layer (the 'layers' group is empty)"
+        for key in layers:
+            g = layers[key]
+            if not isinstance(g, h5py.Group):
+                return f"layers/{key} is not a group"
+            for a in LAYER_ATTRS:
+                if a not in g.attrs:
+                    return f"layer {key} has no {a!r} attribute"
+            for a in ("index", "channels"):
+                v = g.attrs[a]
+                if not (isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))):
+                    return f"layer {key} has a non-integer {a!r} attribute ({v!r})"
+            c = int(g.attrs["channels"])
+            for d in LAYER_DATASETS:
+                if not isinstance(g.get(d), h5py.Dataset):
+                    return f"layer {key} has no {d!r} dataset"
+            want = {"birth_points": (n, c), "mean_activation": (n, c), "zero_fraction": (n, c), "weight_l1": (c,)}
+            want.update({d: (k, c) for d in ("feature_entropy", "birth_rate", "ineffectiveness")})
+            for d, shape in want.items():
+                if g[d].shape != shape:
+                    return f"layer {key} {d} has shape {g[d].shape}, expected {shape}"
+    except Exception as e:
+        return " ".join(str(e).split()) or type(e).__name__
+    return None
 
 
 def _class_means(per_image: np.ndarray, labels: np.ndarray, keep: list[int]) -> np.ndarray:
@@ -274,21 +364,13 @@ def rank(results, by: str = "feature_entropy", *, seed: int = 0, classes=None, l
 
     if by not in INDICATORS:
         raise OnnxFeError(f"--by {by!r}: choose one of {', '.join(INDICATORS)}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise OnnxFeError(f"--seed {seed!r}: give a non-negative integer")
     path, f = _open_results(results)
     with f:
         names = [c.decode() if isinstance(c, bytes) else str(c) for c in f["classes"][()]]
         labels = f["labels"][()]
-        if classes:
-            wanted = [s.strip() for c in classes for s in str(c).split(",") if s.strip()]
-            for c in wanted:
-                if c not in names:
-                    raise OnnxFeError(
-                        f"--classes {c!r} is not a scored class of {path} "
-                        f"(have: {', '.join(names[:20])}{'…' if len(names) > 20 else ''})"
-                    )
-            keep = sorted({names.index(c) for c in wanted})
-        else:
-            keep = list(range(len(names)))
+        keep = select_names(names, classes, where=f"scored in {path}")
         try:
             params = json.loads(f.attrs["params"])
         except Exception:
