@@ -37,7 +37,9 @@ def _one_line(e) -> str:
 
 
 def _new(path, params, n=N):
-    unit = SimpleNamespace(index=0, name="conv", tap="t", chain_str="Conv→Relu")
+    unit = SimpleNamespace(
+        index=0, name="conv", tap="t", chain_str="Conv→Relu", tap_op="Relu", activated=True, file_order=0
+    )
     return PartialWriter(_create(path, params, n, unit), path)
 
 
