@@ -20,12 +20,23 @@ import numpy as np
 
 from .. import __version__
 from ..config import ScoreConfig
-from ..data import Dataset, Preprocess, check_npz_shape, open_dataset, resolve_preprocess
+from ..data import Dataset, Preprocess, npz_preprocess, open_dataset, resolve_preprocess
 from ..errors import OnnxFeError
 from ..execution import SerialExecutor
-from ..io.results import STAT_COLUMNS, create, is_complete_match, layer_key, layer_summary, open_partial, write_csv
-from ..model.graph import ConvUnit, LoadedModel, conv_weight_l1, load_model, select_units
-from ..model.runner import MIN_SIDE, Runner, make_runner, probe_shapes
+from ..io.lock import default_output, output_lock
+from ..io.results import (
+    STAT_COLUMNS,
+    PartialWriter,
+    create,
+    describe_change,
+    ensure_csv,
+    is_complete_match,
+    layer_summary,
+    resume_partial,
+    stored_params,
+)
+from ..model.graph import ConvUnit, LoadedModel, conv_weight_l1, load_model, require_units, select_units
+from ..model.runner import MIN_SIDE, Runner, make_runner, ort_message, probe_shapes
 from ..scores.entropy import entropy_table
 from ..scores.statistics import cell_statistics
 from ..topology import birth_points as _birth_points
@@ -39,6 +50,7 @@ class ScoreResult:
     device: str
     reused: bool
     summary: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # one line each: defaults chosen for the user, short classes, …
     layers: list[dict] = field(default_factory=list)  # the rows of layers.csv
     layers_csv: Path | None = None
     control: ScoreResult | None = None  # the control run (``--control random-init``)
@@ -73,55 +85,50 @@ class Plan:
     preprocess_desc: dict
     runner: Runner
     units: list[ConvUnit]
+    notes: list[str] = field(default_factory=list)  # what the user should be told about the run (one line each)
 
     @classmethod
     def build(cls, config: ScoreConfig, log=None) -> Plan:
-        lm, ds, pre, pre_desc, runner, units = _prepare(config, log or (lambda msg: None))
-        return cls(config, lm, ds, pre, pre_desc, runner, units)
+        notes: list[str] = []
+        lm, ds, pre, pre_desc, runner, units = _prepare(config, log or (lambda msg: None), notes)
+        return cls(config, lm, ds, pre, pre_desc, runner, units, notes)
 
 
-def _prepare(cfg: ScoreConfig, log):
+def _prepare(cfg: ScoreConfig, log, notes: list | None = None):
     """Load and check the model, data and preprocessing; probe every conv's output shape; select the layers."""
+    notes = [] if notes is None else notes
     lm = load_model(cfg.model)
     opts, pp = cfg.images, cfg.preprocess
     ds = open_dataset(cfg.data, images_per_class=opts.images_per_class, classes=opts.classes, seed=opts.seed)
+    notes.extend(ds.notes)
     shape = list(lm.input_shape)
     if ds.kind == "npz":
-        xs = ds.sample_shape
-        layout = pp.layout
-        if layout == "auto":
-            layout = (
-                "nchw"
-                if shape[1] is not None and shape[1] == xs[0]
-                else ("nhwc" if shape[3] is not None and shape[3] == xs[2] else "nchw")
-            )
-        check_npz_shape(ds, shape, layout)
-        c, h, w = xs if layout == "nchw" else (xs[2], xs[0], xs[1])
-        pre = Preprocess(
-            height=int(h),
-            width=int(w),
-            layout=layout,
-            color="gray" if c == 1 else "rgb",
-            scale=1.0,
-            mean=(0.0,),
-            std=(1.0,),
-        )
-        pre_desc = {"npz": "fed as-is", "layout": layout}
+        pre = npz_preprocess(ds, shape, pp.layout)
+        pre_desc = {"npz": "fed as-is", "layout": pre.layout}
     else:
         pre = resolve_preprocess(
             shape,
             input_size=pp.input_size,
             layout=pp.layout,
             color=pp.color,
-            scale=1 / 255 if pp.scale is None else pp.scale,
+            scale=pp.scale,
             mean=pp.mean,
             std=pp.std,
+            input_elem_type=lm.input_elem_type,
         )
         pre_desc = pre.as_dict()
+        if pre.note:
+            notes.append(pre.note)
     runner = make_runner(lm, lm.units, device=cfg.runner.device, threads=cfg.runner.threads)
+    require_units(lm)
     probe_shapes(runner, lm.units, ds.load(0, 1, pre, runner.input_dtype))
-    if not lm.units:
-        raise OnnxFeError(f"{lm.path.name} has no Conv node")
+    if runner.fixed_batch and runner.fixed_batch != cfg.batch_size:
+        notes.append(
+            f"note: the model takes a fixed batch of {runner.fixed_batch}; images are run {runner.fixed_batch} at a "
+            "time (the results do not depend on it)"
+        )
+    for line in lm.skipped:
+        notes.append(f"note: {line}")
     if cfg.method.method == "clique":
         side = MIN_SIDE["clique"]
         for u in lm.units:
@@ -157,6 +164,12 @@ def inspect(model, input_size=None, layout="auto", color=None, device="cpu") -> 
 
     Takes the CLI's forms too (``input_size="320x320"``).
     """
+    return inspect_model(model, input_size=input_size, layout=layout, color=color, device=device).units
+
+
+def inspect_model(model, input_size=None, layout="auto", color=None, device="cpu") -> LoadedModel:
+    """As :func:`inspect`, returning the loaded model: its ``units`` probed, and ``skipped`` (convs that are not
+    layers, and why)."""
     from ..config import PreprocessOptions, RunnerOptions
 
     pp = PreprocessOptions.build(input_size=input_size, layout=layout, color=color)
@@ -170,15 +183,7 @@ def inspect(model, input_size=None, layout="auto", color=None, device="cpu") -> 
     )
     if lm.units:
         probe_shapes(runner, lm.units, sample)
-    return lm.units
-
-
-def _ids_hash(ds) -> str:
-    h = hashlib.sha256()
-    h.update(str(ds.source.resolve()).encode())
-    for i, lab in zip(ds.ids, ds.labels):
-        h.update(f"{i}\t{int(lab)}\n".encode())
-    return h.hexdigest()
+    return lm
 
 
 def score(
@@ -199,27 +204,36 @@ def score(
     return run(config, progress=progress, log=log)
 
 
-def run(cfg: ScoreConfig, *, progress=False, log=None, executor=None) -> ScoreResult:
-    """Carry out one scoring run described by ``cfg`` (see :func:`score`), its control if asked, and layers.csv."""
-    log = log or (lambda msg: None)
-    res = _score_once(cfg, progress=progress, log=log, executor=executor)
-    control = None
-    if cfg.control == "random-init":
-        from ..model.randomize import randomize
+def run(cfg: ScoreConfig, *, progress=False, log=None, executor=None, wait=False) -> ScoreResult:
+    """Carry out one scoring run described by ``cfg`` (see :func:`score`), its control if asked, and layers.csv.
 
-        twin_dir = res.output / "control"
-        twin_dir.mkdir(exist_ok=True)
-        twin = twin_dir / "model.onnx"
-        randomize(cfg.model, twin, seed=cfg.control_seed)
-        log(f"note: scoring the control, a random-init twin (seed {cfg.control_seed}) of the model: {twin}")
-        control = _score_once(
-            cfg.replace(model=str(twin), output=str(twin_dir), control=None),
-            progress=progress,
-            log=log,
-            executor=executor,
-        )
-        res.control = control
-    res.layers = _write_layers_csv(cfg, res, control)
+    The output directory is locked for the whole run (another run into it is refused, or with ``wait`` waited
+    for) before anything is written there. A previous result in it is replaced only when the new one is
+    complete."""
+    log = log or (lambda msg: None)
+    out = Path(cfg.output) if cfg.output is not None else default_output(cfg.model)
+    t0 = time.perf_counter()
+    plan = Plan.build(cfg, log)  # every input is checked before anything is created or locked
+    with output_lock(out, wait=wait, log=log):
+        res = _score_once(cfg, out, plan=plan, progress=progress, log=log, executor=executor, t0=t0)
+        control = None
+        if cfg.control == "random-init":
+            from ..model.randomize import randomize
+
+            twin_dir = res.output / "control"
+            twin_dir.mkdir(exist_ok=True)
+            twin = twin_dir / "model.onnx"
+            randomize(cfg.model, twin, seed=cfg.control_seed)
+            log(f"note: scoring the control, a random-init twin (seed {cfg.control_seed}) of the model: {twin}")
+            control = _score_once(
+                cfg.replace(model=str(twin), output=str(twin_dir), control=None),
+                twin_dir,
+                progress=progress,
+                log=log,
+                executor=executor,
+            )
+            res.control = control
+        res.layers = _write_layers_csv(cfg, res, control)
     return res
 
 
@@ -250,20 +264,18 @@ def _write_layers_csv(cfg: ScoreConfig, res: ScoreResult, control: ScoreResult |
     return rows
 
 
-def _score_once(cfg: ScoreConfig, *, progress=False, log=None, executor=None) -> ScoreResult:
-    """One model's scores: results.h5 and scores.csv (reused or resumed when possible)."""
-    t0 = time.perf_counter()
-    plan = Plan.build(cfg, log)
+def _score_once(
+    cfg: ScoreConfig, out: Path, *, plan=None, progress=False, log=None, executor=None, t0=None
+) -> ScoreResult:
+    """One model's scores into ``out`` (locked by the caller): results.h5 and scores.csv, reused or resumed
+    when possible."""
+    t0 = time.perf_counter() if t0 is None else t0
+    log = log or (lambda msg: None)
     lm, ds, runner, units = plan.model, plan.dataset, plan.runner, plan.units
     workers = cfg.workers or os.cpu_count() or 1
-    out = Path(cfg.output) if cfg.output is not None else Path("onnx-fe-results") / lm.path.stem
-    if out.exists() and not out.is_dir():
-        raise OnnxFeError(f"output {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    final, partial, csv_path = out / "results.h5", out / "results.h5.partial", out / "scores.csv"
     params = {
         "model_sha256": lm.sha256,
-        "data_ids_sha256": _ids_hash(ds),
+        "data_sha256": ds.fingerprint(),
         "method": cfg.method.method,
         "method_params": cfg.method.kwargs,
         "layers": [u.index for u in units],
@@ -275,17 +287,18 @@ def _score_once(cfg: ScoreConfig, *, progress=False, log=None, executor=None) ->
         "statistics": cfg.to_dict()["statistics"],
         "format_version": 1,
     }
-    device_used = runner.device
+    final, partial, csv_path = out / "results.h5", out / "results.h5.partial", out / "scores.csv"
     if is_complete_match(final, params):
         log(f"reusing finished results in {final}")
-        if not csv_path.exists():
-            write_csv(final, csv_path)
-        return ScoreResult(out, final, csv_path, _stored_device(final), True, layer_summary(final))
-    for stale in (final, csv_path):  # results of other inputs must not pass for this run's
-        if stale.exists():
-            log(f"replacing {stale} (made with other inputs or parameters)")
-            stale.unlink()
-    f = open_partial(partial, params) if partial.exists() else None
+        ensure_csv(final, csv_path)
+        return ScoreResult(out, final, csv_path, _stored_device(final), True, layer_summary(final), list(plan.notes))
+    change = describe_change(stored_params(final), params)
+    if change:
+        log(
+            f"note: the results in {out} were made with other {change}; scoring afresh (they stay until the "
+            "new results are complete)"
+        )
+    f = resume_partial(partial, params, log)
     if f is not None:
         start = int(f.attrs["n_done"])
         log(f"resuming an interrupted run at image {start} of {len(ds)}")
@@ -293,7 +306,7 @@ def _score_once(cfg: ScoreConfig, *, progress=False, log=None, executor=None) ->
         meta = {
             "model_path": str(lm.path),
             "model_sha256": lm.sha256,
-            "device": device_used,
+            "device": runner.device,
             "providers": runner.providers,
             "versions": _versions(),
             "data_source": str(ds.source),
@@ -313,19 +326,21 @@ def _score_once(cfg: ScoreConfig, *, progress=False, log=None, executor=None) ->
             keep_activations=cfg.keep_activations,
         )
         start = 0
+    w = PartialWriter(f, partial)
     try:
-        _run_shards(f, plan, start, workers, progress, executor or SerialExecutor())
-        _finish(f, lm, ds, units, cfg.statistics)
+        _run_shards(w, plan, start, workers, progress, executor or SerialExecutor())
+        _finish(w, lm, ds, units, cfg.statistics)
         # seconds of the call that completed the run (a resumed run counts its last part only), and when it ended
-        f.attrs["wall_time_s"] = time.perf_counter() - t0
-        f.attrs["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        w.set_attrs(
+            wall_time_s=time.perf_counter() - t0,
+            finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
     except BaseException:
-        f.close()
+        if f.id.valid:  # an interruption or another error: keep the .partial for a resume
+            w.close()
         raise
-    f.close()
-    os.replace(partial, final)
-    write_csv(final, csv_path)
-    return ScoreResult(out, final, csv_path, device_used, False, layer_summary(final))
+    w.commit(final, csv_path)
+    return ScoreResult(out, final, csv_path, runner.device, False, layer_summary(final), list(plan.notes))
 
 
 def _stored_device(path: Path) -> str:
@@ -377,9 +392,12 @@ def compute_shard(plan: Plan, start: int, stop: int, workers: int = 1) -> ShardR
     x = ds.load(start, stop, plan.preprocess, runner.input_dtype)
     try:
         outs = dict(zip(runner.outputs, runner.run(x)))
+    except OnnxFeError:
+        raise
     except Exception as ex:
-        msg = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__
-        raise OnnxFeError(f"inference failed on images {start}..{stop - 1} ({ds.ids[start]}): {msg}") from None
+        raise OnnxFeError(
+            f"inference failed on images {start}..{stop - 1} ({ds.ids[start]}): {ort_message(ex)}"
+        ) from None
     res = ShardResult(start, stop)
     for u in plan.units:
         a = outs[u.tap]
@@ -402,7 +420,7 @@ def compute_shard(plan: Plan, start: int, stop: int, workers: int = 1) -> ShardR
     return res
 
 
-def _run_shards(f, plan: Plan, start: int, workers: int, progress: bool, executor) -> None:
+def _run_shards(w: PartialWriter, plan: Plan, start: int, workers: int, progress: bool, executor) -> None:
     """Compute the shards from ``start`` on and write each one, in order, as it arrives."""
     n = len(plan.dataset)
     step = plan.config.batch_size
@@ -412,37 +430,33 @@ def _run_shards(f, plan: Plan, start: int, workers: int, progress: bool, executo
         if bar is not None:
             t_img = bar.add_task("images", total=n, completed=start)
             t_map = bar.add_task("maps", total=n * n_maps_per_image, completed=start * n_maps_per_image)
-        layers = f["layers"]
         for r in executor.map(compute_shard, plan, bounds, workers):
             s, e = r.start, r.stop
             for u in plan.units:
-                g = layers[layer_key(u.index)]
-                g["birth_points"][s:e] = r.birth_points[u.index]
-                g["mean_activation"][s:e] = r.mean_activation[u.index]
-                g["zero_fraction"][s:e] = r.zero_fraction[u.index]
+                arrays = {
+                    "birth_points": r.birth_points[u.index],
+                    "mean_activation": r.mean_activation[u.index],
+                    "zero_fraction": r.zero_fraction[u.index],
+                }
                 if plan.config.keep_activations:
-                    f["activations"][layer_key(u.index)][s:e] = r.activations[u.index]
-            f.attrs["n_done"] = e
-            f.flush()
+                    arrays["activations"] = r.activations[u.index]
+                w.write(u.index, s, e, **arrays)
+            w.done(e)
             if bar is not None:
                 bar.advance(t_map, (e - s) * n_maps_per_image)
                 bar.advance(t_img, e - s)
 
 
-def _finish(f, lm: LoadedModel, ds, units, so) -> None:
-    labels = f["labels"][()]
+def _finish(w: PartialWriter, lm: LoadedModel, ds, units, so) -> None:
+    labels = w.f["labels"][()]
     k = len(ds.classes)
     # a class's bootstrap resamples are keyed by its name, so they do not depend on which other classes were chosen
     class_ids = [int.from_bytes(hashlib.sha256(c.encode()).digest()[:7], "little") for c in ds.classes]
     for u in units:
-        g = f["layers"][layer_key(u.index)]
-        n_img, fe, br, ie = entropy_table(g["birth_points"][()], labels, k)
-        for name, arr in (("n_images", n_img), ("feature_entropy", fe), ("birth_rate", br), ("ineffectiveness", ie)):
-            if name in g:
-                del g[name]
-            g.create_dataset(name, data=arr)
+        bp = w.read(u.index, "birth_points")
+        n_img, fe, br, ie = entropy_table(bp, labels, k)
         st = cell_statistics(
-            g["birth_points"][()],
+            bp,
             labels,
             k,
             k=so.rarefy_k,
@@ -451,15 +465,16 @@ def _finish(f, lm: LoadedModel, ds, units, so) -> None:
             seed=so.bootstrap_seed,
             class_ids=class_ids,
         )
-        for name in STAT_COLUMNS:
-            if name in g:
-                del g[name]
-            g.create_dataset(name, data=getattr(st, name))
         l1 = conv_weight_l1(lm.model, u)
-        if "weight_l1" in g:
-            del g["weight_l1"]
-        g.create_dataset(
-            "weight_l1", data=l1 if l1 is not None and len(l1) == u.channels else np.full(u.channels, np.nan)
+        w.put_tables(
+            u.index,
+            {
+                "n_images": n_img,
+                "feature_entropy": fe,
+                "birth_rate": br,
+                "ineffectiveness": ie,
+                **{name: getattr(st, name) for name in STAT_COLUMNS},
+                "weight_l1": l1 if l1 is not None and len(l1) == u.channels else np.full(u.channels, np.nan),
+            },
         )
-    f.attrs["complete"] = True
-    f.flush()
+    w.complete()

@@ -282,6 +282,13 @@ class PartialWriter:
                     del g[name]
                 self._handles[full] = g.create_dataset(name, data=arr)
 
+    def set_attrs(self, **attrs) -> None:
+        """Root attributes of the results file (e.g. timings), written and flushed."""
+        with guarded(self.f, self.path):
+            for k, v in attrs.items():
+                self.f.attrs[k] = v
+            self.f.flush()
+
     def complete(self) -> None:
         with guarded(self.f, self.path):
             self.f.attrs["complete"] = True
