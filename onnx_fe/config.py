@@ -117,6 +117,25 @@ def split_items(values, option: str) -> tuple[str, ...] | None:
     return tuple(out)
 
 
+def class_items(values, option: str = "--classes") -> tuple[str, ...] | None:
+    """Class names, comma-separated or repeated, where ``\\,`` is a comma inside a name (a class folder named
+    ``a,b`` is chosen with ``a\\,b``); refuses values that name nothing (``","``)."""
+    from .data.dataset import split_names
+
+    if values is None:
+        return None
+    if isinstance(values, (str, int)) and not isinstance(values, bool):
+        values = [values]
+    out: list[str] = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            raise OptionError(f"{option} {v!r}: expected class names")
+        out.extend(split_names(str(v)))
+    if not out:
+        raise OptionError(f"{option} is empty")
+    return tuple(out)
+
+
 def _int(value, option: str, minimum: int | None = None) -> int:
     if isinstance(value, bool):
         raise OptionError(f"{option} {value!r}: expected an integer")
@@ -178,7 +197,7 @@ class DataOptions:
     @classmethod
     def build(cls, images_per_class=100, classes=None, seed=0) -> DataOptions:
         n = None if images_per_class is None else _int(images_per_class, "--images-per-class", 1)
-        return cls(images_per_class=n, classes=split_items(classes, "--classes"), seed=_int(seed, "--seed", 0))
+        return cls(images_per_class=n, classes=class_items(classes), seed=_int(seed, "--seed", 0))
 
 
 @dataclass(frozen=True)

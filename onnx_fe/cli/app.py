@@ -15,6 +15,28 @@ try:  # typer >= 0.20 vendors click
 except ImportError:  # older typer re-uses click
     from click.exceptions import ClickException as _UsageError
 
+
+def _hide_flag_types() -> None:
+    """Show no ``<bool>`` type beside flags (--quiet, --help, …) in --help: a flag takes no value."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # older typer: nothing to patch
+        return
+    if getattr(TyperOption, "_onnx_fe_flags", False) or not hasattr(TyperOption, "display_type_rich"):
+        return
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich
+    TyperOption._onnx_fe_flags = True
+
+
+_hide_flag_types()
+
+INTERRUPTED = "interrupted; no result was completed (run the same command again to resume)"
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -41,10 +63,13 @@ def _debug(msg: str) -> None:
 
 LAYERS = typer.Option(None, "--layers", "-l", help="Layers to score: index, name or glob; comma-separated or repeated.")
 INPUT_SIZE = typer.Option(
-    None, "--input-size", help="HxW to resize images to; required when the model's spatial dims are dynamic."
+    None,
+    "--input-size",
+    help="HxW to resize images to; required when the model's spatial dims are dynamic",
+    show_default="the model's",
 )
-LAYOUT = typer.Option("auto", "--layout", help="Model input layout: auto, nchw or nhwc.")
-COLOR = typer.Option(None, "--color", help="rgb, bgr or gray (default: from the model's channel count).")
+LAYOUT = typer.Option("auto", "--layout", help="Model input layout: auto, nchw or nhwc")
+COLOR = typer.Option(None, "--color", help="rgb, bgr or gray", show_default="from the model's channels")
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA if it really loads, else CPU), cpu or cuda.")
 SCALE = typer.Option(1 / 255, "--scale", help="Pixel scale before mean/std.")
 MEAN = typer.Option(None, "--mean", help="Mean to subtract: one value or one per channel, comma-separated.")
@@ -52,8 +77,8 @@ STD = typer.Option(None, "--std", help="Std to divide by: one value or one per c
 SEED = typer.Option(0, "--seed", help="Seed of the per-class image choice.")
 BATCH = typer.Option(32, "--batch-size", "-b", help="Images per inference batch.")
 WORKERS = typer.Option(None, "--workers", "-j", help="Threads for birth points [all cores].")
-QUIET = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")
-VERBOSE = typer.Option(False, "--verbose", "-v", help="Say more about what is done.")
+QUIET = typer.Option(False, "--quiet", "-q", help="Print nothing but errors")
+VERBOSE = typer.Option(False, "--verbose", "-v", help="Say more about what is done")
 
 
 def _set_verbosity(quiet: bool, verbose: bool) -> None:
@@ -94,11 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: every error is one line on stderr and a non-zero exit, never a traceback."""
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="onnx-fe")
+        if rv == 130:  # Typer turns Ctrl-C (KeyboardInterrupt) into Exit(130) before it gets here
+            _err(INTERRUPTED)
+            return 130
         return rv if isinstance(rv, int) else 0
     except OnnxFeError as e:
         _err(str(e))
         return 2
     except typer.Exit as e:
+        if e.exit_code == 130:
+            _err(INTERRUPTED)
         return e.exit_code
     except _UsageError as e:
         if type(e).__name__ == "NoArgsIsHelpError":  # bare `onnx-fe`: help was asked for in effect
@@ -107,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         _err(e.format_message())
         return 2
     except (KeyboardInterrupt, typer.Abort):
-        _err("interrupted; no result was completed (run the same command again to resume)")
+        _err(INTERRUPTED)
         return 130
     except MemoryError:
         _err("out of memory; try a smaller --batch-size")

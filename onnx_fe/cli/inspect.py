@@ -12,7 +12,7 @@ from .app import COLOR, INPUT_SIZE, LAYOUT, QUIET, VERBOSE, _info, _set_verbosit
 
 @app.command()
 def inspect(
-    model: Path = typer.Argument(..., help="ONNX model file."),
+    model: Path = typer.Argument(..., help="ONNX model file"),
     input_size: Optional[str] = INPUT_SIZE,
     layout: str = LAYOUT,
     color: Optional[str] = COLOR,
@@ -23,11 +23,12 @@ def inspect(
     from rich.console import Console
     from rich.table import Table
 
-    from ..experiments.score import inspect as run_inspect
+    from ..experiments.score import inspect_model
 
     _set_verbosity(quiet, verbose)
 
-    units = run_inspect(model, input_size=input_size, layout=layout, color=color)
+    lm = inspect_model(model, input_size=input_size, layout=layout, color=color)
+    units = lm.units
     t = Table(title=str(model))
     for col in ("#", "name", "chain", "tap", "channels", "output", "scorable"):
         t.add_column(col)
@@ -43,8 +44,10 @@ def inspect(
         )
     console = Console(width=max(120, Console().width))
     console.print(t)
+    for line in lm.skipped:  # convolutions that are not layers, and why
+        console.print(line)
     if not units:
-        _info("no Conv layer in this model")
+        _info("no Conv layer that can be scored in this model" if lm.skipped else "no Conv layer in this model")
     else:
         n_ok = sum(u.scorable for u in units)
         n_pre = sum(u.scorable and not u.activated for u in units)

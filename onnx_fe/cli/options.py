@@ -255,6 +255,12 @@ BATCH = typer.Option(
     help="Images per inference batch (memory is bounded by it)",
     rich_help_panel="Execution",
 )
+WAIT = typer.Option(
+    False,
+    "--wait",
+    help="If another onnx-fe run is writing into the output directory, wait for it instead of stopping",
+    rich_help_panel="Execution",
+)
 WORKERS = typer.Option(
     None,
     "--workers",

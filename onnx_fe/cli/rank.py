@@ -7,26 +7,30 @@ from typing import List, Optional
 
 import typer
 
-from .app import QUIET, VERBOSE, _console, _set_verbosity, _split_list, _verbosity, app
+from .app import QUIET, VERBOSE, _console, _set_verbosity, _verbosity, app
 
 
 @app.command()
 def rank(
-    results: Path = typer.Argument(..., help="Results directory of `onnx-fe score` (or its results.h5)."),
+    results: Path = typer.Argument(..., help="Results directory of `onnx-fe score` (or its results.h5)"),
     by: str = typer.Option(
         "feature_entropy",
         "--by",
-        help="feature_entropy (the reference rule), ineffectiveness, mean_activation, apoz, weight_l1 or random.",
+        help="feature_entropy (the reference rule), ineffectiveness, mean_activation, apoz, weight_l1 or random",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of --by random."),
+    seed: int = typer.Option(0, "--seed", help="Seed of --by random"),
     classes: Optional[List[str]] = typer.Option(
-        None, "--classes", help="Aggregate over these classes only (default: all)."
+        None,
+        "--classes",
+        help="Aggregate over these classes only, comma-separated or repeated (\\, for a comma in a name)",
+        show_default="all",
     ),
     output: Optional[Path] = typer.Option(
         None,
         "--output",
         "-o",
-        help="Output: a .csv/.json path or a directory (default: RESULTS/ranking-<by>.csv and .json).",
+        help="Output: a .csv/.json path or a directory",
+        show_default="RESULTS/ranking-<by>.csv and .json",
     ),
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
@@ -34,11 +38,12 @@ def rank(
     """Rank each layer's units by importance from stored scores (no inference) → CSV + JSON (rank 0 = most important)."""
     from rich.table import Table
 
+    from ..config import class_items
     from ..scores.ranking import rank as run_rank
     from ..scores.ranking import results_file
 
     _set_verbosity(quiet, verbose)
-    r = run_rank(results, by=by, seed=seed, classes=_split_list(classes))
+    r = run_rank(results, by=by, seed=seed, classes=class_items(classes))
     if output is None:
         base = results_file(results).parent / f"ranking-{by}"
     elif output.suffix.lower() in (".csv", ".json") or (not output.is_dir() and output.suffix):

@@ -17,6 +17,7 @@ from .options import (
     METHOD,
     RUNNER,
     STATISTICS,
+    WAIT,
     WORKERS,
     images_group,
     options,
@@ -36,7 +37,7 @@ def score(
         "--output",
         "-o",
         help="Output directory",
-        show_default="onnx-fe-results/<model name>",
+        show_default="onnx-fe-results/<model name>-<hash of its path>",
     ),
     layers: Optional[List[str]] = LAYERS,
     batch_size: int = BATCH,
@@ -49,6 +50,7 @@ def score(
     report: bool = typer.Option(
         False, "--report", help="Also write OUTPUT/report.html (needs matplotlib; see `onnx-fe report`)"
     ),
+    wait: bool = WAIT,
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
     *,
@@ -82,7 +84,7 @@ def score(
         control=control,
         control_seed=control_seed,
     )
-    result = run(cfg, progress=not _verbosity["quiet"], log=_log)
+    result = run(cfg, progress=not _verbosity["quiet"], log=_log, wait=wait)
     if report:
         from .report import write_report
 
@@ -121,6 +123,8 @@ def score(
     c.print(
         "noise FE: what structureless noise maps of the layer's size get; compare layers only against it and a control"
     )
+    for note in result.notes:
+        c.print(note, markup=False, highlight=False)
     c.print(
         f"wrote {result.scores_csv}, {result.layers_csv} and {result.results_h5}"
         + (" (reused)" if result.reused else "")

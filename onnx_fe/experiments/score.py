@@ -187,21 +187,30 @@ def inspect_model(model, input_size=None, layout="auto", color=None, device="cpu
 
 
 def score(
-    model=None, data=None, output=None, *, config: ScoreConfig | None = None, progress=False, log=None, **options
+    model=None,
+    data=None,
+    output=None,
+    *,
+    config: ScoreConfig | None = None,
+    progress=False,
+    log=None,
+    wait=False,
+    **options,
 ):
     """Feature entropy of every selected conv unit for every class.
 
     Give the model, the data and options as the CLI takes them (``layers="conv1,3"``, ``input_size="224x224"``,
     ``mean="0.485,0.456,0.406"`` or parsed values; see :meth:`ScoreConfig.build`), or a ready ``config``. Writes
-    ``results.h5`` and ``scores.csv`` under the output directory (default ``onnx-fe-results/<model name>``) and
+    ``results.h5`` and ``scores.csv`` under the output directory (default ``onnx-fe-results/<model name>-<hash>``) and
     returns a :class:`ScoreResult`. Finished work is reused when called again with the same inputs and parameters;
-    an interrupted run resumes from its last finished shard. Wrong input raises :class:`OnnxFeError`.
+    an interrupted run resumes from its last finished shard. Another run writing into the same output directory
+    makes this one fail at once, or with ``wait=True`` wait for it. Wrong input raises :class:`OnnxFeError`.
     """
     if config is None:
         config = ScoreConfig.build(model, data, output, **options)
     elif model is not None or data is not None or output is not None or options:
         raise OnnxFeError("give either a config or the model, data and options, not both")
-    return run(config, progress=progress, log=log)
+    return run(config, progress=progress, log=log, wait=wait)
 
 
 def run(cfg: ScoreConfig, *, progress=False, log=None, executor=None, wait=False) -> ScoreResult:
