@@ -9,7 +9,7 @@ import typer
 
 from ..config import PreprocessOptions, RunnerOptions, split_items
 from .app import QUIET, VERBOSE, _console, _fmt, _log, _set_verbosity, _verbosity, app
-from .options import BATCH, RUNNER, options, preprocess_group
+from .options import BATCH, RUNNER, WAIT, options, preprocess_group
 
 
 @app.command()
@@ -22,7 +22,7 @@ def ablate(
         "--ranking",
         "-r",
         help="A ranking CSV/JSON from `onnx-fe rank`, or a results directory (rankings are then computed for --by)",
-        show_default=False,
+        show_default="the results of `onnx-fe score MODEL` in its default output",
     ),
     layer: Optional[List[str]] = typer.Option(
         None,
@@ -53,8 +53,9 @@ def ablate(
     ),
     batch_size: int = BATCH,
     output: Optional[Path] = typer.Option(
-        None, "--output", "-o", help="Output directory", show_default="onnx-fe-results/<model name>/ablation"
+        None, "--output", "-o", help="Output directory", show_default="ablation/ beside the --ranking results"
     ),
+    wait: bool = WAIT,
     no_plot: bool = typer.Option(False, "--no-plot", help="Do not draw ablation.png (no matplotlib needed)"),
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
@@ -90,6 +91,7 @@ def ablate(
         plot=not no_plot,
         progress=not _verbosity["quiet"],
         log=_log,
+        wait=wait,
     )
     if _verbosity["quiet"]:
         return

@@ -9,8 +9,8 @@ import typer
 
 from ..config import DataOptions, MethodOptions, PreprocessOptions, RunnerOptions, ScoreConfig
 from ..errors import OnnxFeError
-from .app import QUIET, VERBOSE, _console, _debug, _fmt, _set_verbosity, _verbosity, app
-from .options import BATCH, LAYERS, METHOD, RUNNER, WORKERS, images_group, options, preprocess_group
+from .app import QUIET, VERBOSE, _console, _fmt, _log, _set_verbosity, _verbosity, app
+from .options import BATCH, LAYERS, METHOD, RUNNER, WAIT, WORKERS, images_group, options, preprocess_group
 
 
 @app.command()
@@ -29,6 +29,7 @@ def compare(
     workers: Optional[int] = WORKERS,
     no_accuracy: bool = typer.Option(False, "--no-accuracy", help="Do not measure each model's accuracy"),
     no_plot: bool = typer.Option(False, "--no-plot", help="Do not draw compare.png (no matplotlib needed)"),
+    wait: bool = WAIT,
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
     *,
@@ -62,9 +63,10 @@ def compare(
         output,
         accuracy=not no_accuracy,
         plot=not no_plot,
-        log=_debug,
+        log=_log,
         progress=not _verbosity["quiet"],
         config=cfg,
+        wait=wait,
     )
     if _verbosity["quiet"]:
         return
@@ -99,5 +101,5 @@ def compare(
     c.print(s)
     for m in res.models:
         if m.get("note"):
-            c.print(f"{m['model']}: {m['note']}")
+            c.print(f"{m['model']}: {m['note']}", markup=False, highlight=False)
     c.print(f"wrote {res.layers_csv}, {res.models_csv}" + (f" and {res.png}" if res.png else ""))

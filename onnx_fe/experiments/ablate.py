@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OnnxFeError
+from ..io.lock import default_output, output_lock
 from ..io.tables import write_rows_csv
 from ..model.graph import ConvUnit, LoadedModel
 from ..model.masks import add_unit_masks, split_at
-from ..model.runner import ORT_TO_NUMPY, Runner, make_runner
+from ..model.runner import ORT_TO_NUMPY, Runner, make_runner, ort_message
 from ..scores.ranking import Ranking, load_rankings
 
 ORDERS = ("most_important_first", "least_important_first")
@@ -113,16 +114,26 @@ def _metrics(out: np.ndarray, y: np.ndarray, probabilities: bool):
     return top1, top5, float(-logp[rows, y].sum())
 
 
-def _evaluate(plan: _Plan, ds, pre, input_dtype, masks: list | None, batch_size: int, progress=None):
-    """Top-1, top-5 accuracy and mean cross-entropy over the dataset for each mask (None: the plain model)."""
+def _evaluate(
+    plan: _Plan, ds, pre, input_dtype, masks: list | None, batch_size: int, progress=None, fixed_batch=None, info=None
+):
+    """Top-1, top-5 accuracy and mean cross-entropy over the dataset for each mask (None: the plain model).
+
+    ``fixed_batch``: the model's fixed batch size; images then go through in batches of exactly that size (the last
+    one padded with copies of its last image, whose outputs are dropped). ``info`` (a dict) receives the width of
+    the model's first output."""
     configs = masks if masks is not None else [None]
     m = len(configs)
     top1, top5, loss = np.zeros(m), np.zeros(m), np.zeros(m)
     probabilities, width, n = None, None, len(ds)
-    for s in range(0, n, batch_size):
-        e = min(n, s + batch_size)
+    step = fixed_batch or batch_size
+    for s in range(0, n, step):
+        e = min(n, s + step)
         x = ds.load(s, e, pre, input_dtype)
         y = ds.labels[s:e]
+        real = len(x)
+        if fixed_batch and real < fixed_batch:
+            x = np.concatenate([x, np.repeat(x[-1:], fixed_batch - real, axis=0)])
         try:
             feeds = {}
             if plan.prefix is not None:
@@ -132,7 +143,14 @@ def _evaluate(plan: _Plan, ds, pre, input_dtype, masks: list | None, batch_size:
             for j, mask in enumerate(configs):
                 if mask is not None:
                     feeds[plan.mask] = np.asarray(mask, dtype=plan.mask_dtype).reshape(1, -1, 1, 1)
-                out = _as_2d(plan.suffix.session.run([plan.output], feeds)[0], plan.output)
+                out = _as_2d(plan.suffix.session.run([plan.output], feeds)[0], plan.output)[:real]
+                if not np.isfinite(out).all():
+                    bad = int((~np.isfinite(out)).any(axis=1).argmax())
+                    removed = "" if mask is None else f" with {int(np.sum(np.asarray(mask) == 0))} units removed"
+                    raise OnnxFeError(
+                        f"the model's first output {plan.output!r} holds NaN or ±inf on image {ds.ids[s + bad]}"
+                        f"{removed}; top-1 and loss cannot be measured"
+                    )
                 if width is None:
                     width = out.shape[1]
                     check_labels(ds.classes, width)
@@ -148,8 +166,9 @@ def _evaluate(plan: _Plan, ds, pre, input_dtype, masks: list | None, batch_size:
         except OnnxFeError:
             raise
         except Exception as ex:
-            msg = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__
-            raise OnnxFeError(f"inference failed on images {s}..{e - 1} ({ds.ids[s]}): {msg}") from None
+            raise OnnxFeError(f"inference failed on images {s}..{e - 1} ({ds.ids[s]}): {ort_message(ex)}") from None
+    if info is not None:
+        info["width"] = width
     top5 = top5 / n if width is not None and width > 5 else np.full(m, np.nan)
     return top1 / n, top5, loss / n, bool(probabilities)
 
@@ -251,6 +270,7 @@ def ablate(
     plot=True,
     progress=False,
     log=None,
+    wait=False,
 ) -> AblationResult:
     """Cumulative ablation of ranked units, most- and least-important-first, for each ranking.
 
@@ -258,8 +278,10 @@ def ablate(
     the baselines), a ranking CSV/JSON written by ``rank``, or Ranking objects. ``layers``: which ranked layers
     to ablate (index, name or glob; default: the last ranked layer), each on its own. ``steps``: evaluate after
     ``steps`` evenly spaced numbers of removed units (default: after every unit). Preprocessing defaults to the
-    one stored with the ranking when it has one. Writes ``ablation.csv``, ``ablation_summary.csv`` and
-    (``plot=True``, needs matplotlib) ``ablation.png`` under ``output``.
+    one stored with the ranking when it has one (input size included). Writes ``ablation.csv``,
+    ``ablation_summary.csv`` and (``plot=True``, needs matplotlib) ``ablation.png`` under ``output`` (default:
+    ``ablation/`` beside the ranking's results; ``ranking=None`` takes the results of ``score`` in the model's
+    default output directory). The output directory is locked while it is written (``wait``: as for ``score``).
     """
     from .score import prepare
 
@@ -278,7 +300,13 @@ def ablate(
         rankings = list(ranking)
     else:
         if ranking is None:
-            raise OnnxFeError("--ranking is required: a ranking CSV/JSON from `onnx-fe rank` or a results directory")
+            ranking = default_output(model)
+            if not (ranking / "results.h5").exists():
+                raise OnnxFeError(
+                    "--ranking is required: a ranking CSV/JSON from `onnx-fe rank` or a results directory (there "
+                    f"are no results of `onnx-fe score` in the model's default output {ranking})"
+                )
+            log(f"using the rankings of the results in {ranking}")
         rankings = load_rankings(ranking, by=by, seed=seed, random_seeds=list(range(seed, seed + random_repeats)))
     if by and isinstance(ranking, (Ranking, list, tuple)):
         rankings = [r for r in rankings if r.by in set(by)]
@@ -287,6 +315,7 @@ def ablate(
     chosen = _select_layers(rankings, layers)
 
     stored = next((r.preprocess for r in rankings if r.preprocess), None) or {}
+    asked_size = input_size
     if stored:
         if scale is None and mean is None and std is None and color is None and input_size is None and layout == "auto":
             log("using the preprocessing stored with the ranking: " + json.dumps(stored))
@@ -295,7 +324,8 @@ def ablate(
         std = tuple(stored["std"]) if std is None and stored.get("std") is not None else std
         color = stored.get("color") if color is None else color
         layout = stored.get("layout", "auto") if layout == "auto" else layout
-    scale = 1 / 255 if scale is None else scale
+        if input_size is None and stored.get("height") and stored.get("width"):
+            input_size = (int(stored["height"]), int(stored["width"]))  # a dynamic-size model needs it
     lm, ds, pre, _, runner, _ = prepare(
         model,
         data,
@@ -311,7 +341,7 @@ def ablate(
         device=device,
     )
     if (
-        input_size is None
+        asked_size is not None
         and stored.get("height")
         and ds.kind != "npz"
         and (pre.height, pre.width) != (stored["height"], stored["width"])
@@ -319,15 +349,26 @@ def ablate(
         log(
             f"note: the ranking was scored at {stored['height']}x{stored['width']}, ablating at {pre.height}x{pre.width}"
         )
-    units = {u.index: u for u in lm.units}
     sha = {r.model_sha256 for r in rankings if r.model_sha256}
     if sha and lm.sha256 not in sha:
         log(f"warning: the ranking was computed on another model file (SHA-256 differs from {lm.path.name})")
 
-    out = Path(output) if output is not None else Path("onnx-fe-results") / lm.path.stem / "ablation"
-    if out.exists() and not out.is_dir():
-        raise OnnxFeError(f"output {out} exists and is not a directory")
+    if output is not None:
+        out = Path(output)
+    elif isinstance(ranking, (str, Path)):  # beside the results the ranking came from
+        rp = Path(ranking)
+        out = (rp if rp.is_dir() else rp.parent) / "ablation"
+    else:
+        out = default_output(lm.path) / "ablation"
+    with output_lock(out, wait=wait, log=log):
+        return _ablate_into(
+            out, lm, ds, pre, runner, rankings, chosen, steps, batch_size, device, plot, progress, log, data
+        )
 
+
+def _ablate_into(out, lm, ds, pre, runner, rankings, chosen, steps, batch_size, device, plot, progress, log, data):
+    """The ablation itself, into the locked output directory ``out``."""
+    units = {u.index: u for u in lm.units}
     # check every chosen layer of every ranking against the model before any work
     for idx in chosen:
         u = units.get(idx)
@@ -350,7 +391,15 @@ def ablate(
     # every session first, then one image through the first one: the label check fails before any long work
     plans = {idx: _plan(lm, units[idx], device) for idx in chosen}
     counts_by_layer = {idx: removal_counts(units[idx].channels, steps) for idx in chosen}
-    _evaluate(plans[chosen[0]], _first(ds), pre, runner.input_dtype, [np.ones(units[chosen[0]].channels)], 1)
+    _evaluate(
+        plans[chosen[0]],
+        _first(ds),
+        pre,
+        runner.input_dtype,
+        [np.ones(units[chosen[0]].channels)],
+        1,
+        fixed_batch=lm.fixed_batch,
+    )
 
     rows: list[dict] = []
     baseline = {}
@@ -388,6 +437,7 @@ def ablate(
                 configs,
                 batch_size,
                 (lambda k, t=task: bar.advance(t, k)) if bar is not None else None,
+                fixed_batch=lm.fixed_batch,
             )
             baseline = {
                 "top1": float(t1[0]),
@@ -510,7 +560,7 @@ def evaluate(
     input_size=None,
     layout="auto",
     color=None,
-    scale=1 / 255,
+    scale=None,
     mean=None,
     std=None,
     batch_size=32,
@@ -534,11 +584,16 @@ def evaluate(
         device=device,
     )
     plan = _plan(lm, None, device)
-    t1, t5, loss, probs = _evaluate(plan, ds, pre, runner.input_dtype, None, batch_size)
+    info: dict = {}
+    t1, t5, loss, probs = _evaluate(
+        plan, ds, pre, runner.input_dtype, None, batch_size, fixed_batch=lm.fixed_batch, info=info
+    )
     return {
         "top1": float(t1[0]),
         "top5": float(t5[0]),
         "loss": float(loss[0]),
         "n_images": len(ds),
         "output": "probabilities" if probs else "logits",
+        "n_outputs": info.get("width"),
+        "n_classes": len(ds.classes),
     }

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import OnnxFeError
+from ..io.lock import output_lock
 from ..io.tables import write_rows_csv
 
 LAYER_COLUMNS = [
@@ -67,16 +68,26 @@ def model_names(paths: list[Path]) -> list[str]:
 
 
 def compare(
-    models, data, output=None, *, accuracy=True, plot=True, log=None, progress=False, config=None, **options
+    models,
+    data,
+    output=None,
+    *,
+    accuracy=True,
+    plot=True,
+    log=None,
+    progress=False,
+    config=None,
+    wait=False,
+    **options,
 ) -> CompareResult:
     """Score every model on ``data`` with the same settings and tabulate the layers.
 
     The settings are the options of :func:`onnx_fe.score` (``options``) or a :class:`~onnx_fe.config.ScoreConfig`
     (``config``) whose model, data and output are replaced for each model. Writes ``compare_layers.csv``, ``compare_models.csv`` and (``plot=True``) ``compare.png`` under ``output``
     (default ``onnx-fe-results/compare``), and each model's ``results.h5`` / ``scores.csv`` in ``output/<name>``.
+    The output directory is locked for the run (``wait``: as for :func:`onnx_fe.score`).
     """
     from ..config import ScoreConfig
-    from .score import run
 
     log = log or (lambda msg: None)
     models = [Path(m) for m in models]
@@ -97,12 +108,22 @@ def compare(
             raise OnnxFeError(f"expected .onnx model files then the data; {m} is not an .onnx file")
     names = model_names(models)
     out = Path(output) if output is not None else Path("onnx-fe-results") / "compare"
-    if out.exists() and not out.is_dir():
-        raise OnnxFeError(f"output {out} exists and is not a directory")
+    with output_lock(out, wait=wait, log=log):
+        return _compare_into(out, names, models, data, config, accuracy, plot, log, progress, wait)
+
+
+def _compare_into(out, names, models, data, config, accuracy, plot, log, progress, wait) -> CompareResult:
+    from .score import run
+
     layer_rows, model_rows = [], []
     for name, path in zip(names, models):
         log(f"scoring {name} ({path})")
-        res = run(config.replace(model=str(path), data=str(data), output=str(out / name)), progress=progress, log=log)
+        res = run(
+            config.replace(model=str(path), data=str(data), output=str(out / name)),
+            progress=progress,
+            log=log,
+            wait=wait,
+        )
         n = len(res.summary)
         for r in res.summary:
             layer_rows.append(
@@ -169,4 +190,11 @@ def _accuracy(path, data, cfg, log, name) -> dict:
     except OnnxFeError as e:
         log(f"{name}: no accuracy: {e}")
         return {"note": f"no accuracy: {e}"}
-    return {"top1": r["top1"], "top5": r["top5"], "loss": r["loss"], "n_images": r["n_images"]}
+    rec = {"top1": r["top1"], "top5": r["top5"], "loss": r["loss"], "n_images": r["n_images"]}
+    if r.get("n_outputs") is not None and r["n_outputs"] != r["n_classes"]:
+        rec["note"] = (
+            f"warning: the data has {r['n_classes']} classes but the model's first output has {r['n_outputs']} "
+            "entries; top-1 counts class k (in sorted order) as output k, which may not be what the model means"
+        )
+        log(f"{name}: {rec['note']}")
+    return rec

@@ -96,7 +96,7 @@ def plot_ablation(rows: list[dict], path, title: str = "", metric: str = "top1")
     if title:
         fig.suptitle(title, fontsize=11)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # legend and long titles are never cut off
     return path
 
 
@@ -130,5 +130,5 @@ def plot_compare(layer_rows: list[dict], path, title: str = "") -> Path:
     if title:
         fig.suptitle(title, fontsize=11)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # legend and long titles are never cut off
     return path
