@@ -371,7 +371,11 @@ def resume_partial(path: Path, params: dict, log=None):
         discard(f, path)
         return None
     if not same:
-        log(f"replacing {path} (an unfinished run with other inputs or parameters)")
+        try:
+            what = describe_change(json.loads(f.attrs["params"]), params) or "inputs or parameters"
+        except Exception:
+            what = "inputs or parameters"
+        log(f"note: the unfinished run in {path} was made with other {what}; starting afresh")
         discard(f, path)
         return None
     why = check_partial(f)

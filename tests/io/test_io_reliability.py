@@ -345,11 +345,12 @@ def test_a_partial_counting_unwritten_images_as_done_is_restarted(tmp_path):
     assert len(notes) == 1 and "damaged" in notes[0] and "never written" in notes[0]
 
 
-def test_a_partial_of_other_parameters_is_replaced_quietly(tmp_path):
+def test_a_partial_of_other_parameters_is_replaced_saying_what_changed(tmp_path):
     partial = _interrupted(tmp_path)
     notes = []
     assert resume_partial(partial, {"run": 2}, log=notes.append) is None
-    assert not partial.exists() and not any(n.startswith("note") for n in notes)
+    assert not partial.exists()
+    assert len(notes) == 1 and notes[0].startswith("note:") and "other run" in notes[0] and "afresh" in notes[0]
 
 
 # --------------------------------------------------------------------------- negative zeros
