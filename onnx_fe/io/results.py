@@ -550,22 +550,28 @@ def commit(f, partial: Path, final: Path, csv_path: Path) -> None:
         raise OnnxFeError(f"cannot move the finished results into place in {final.parent}: {os_reason(e)}") from None
 
 
-def ensure_csv(final: Path, csv_path: Path) -> bool:
-    """Make sure scores.csv is the one of ``final`` (rewriting it when it is missing or from another run);
-    returns True when it was rewritten."""
+def csv_matches(final: Path, csv_path: Path) -> bool:
+    """Whether scores.csv is the one written with ``final`` (its SHA-256 is the one stored there)."""
     csv_path = Path(csv_path)
     try:
         with h5py.File(final, "r") as f:
             want = f.attrs.get("scores_csv_sha256")
-    except Exception:
-        want = None
-    if want is not None and csv_path.exists():
+        if want is None or not csv_path.exists():
+            return False
         h = hashlib.sha256()
         with open(csv_path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
-        if h.hexdigest() == want:
-            return False
+        return h.hexdigest() == want
+    except Exception:
+        return False
+
+
+def ensure_csv(final: Path, csv_path: Path) -> bool:
+    """Make sure scores.csv is the one of ``final`` (rewriting it when it is missing or from another run);
+    returns True when it was rewritten."""
+    if csv_matches(final, csv_path):
+        return False
     write_csv(final, csv_path)
     return True
 

@@ -70,12 +70,14 @@ def test_a_second_concurrent_run_is_refused_and_the_first_result_is_whole(tmp_pa
     first = _cli(*args)
     time.sleep(0.3)
     second = _cli(*args)
-    o2, e2 = second.communicate(timeout=120)
-    o1, e1 = first.communicate(timeout=120)
-    assert first.returncode == 0, e1
-    assert second.returncode == 2, e2
-    lines = e2.strip().splitlines()
-    assert len(lines) == 1 and "in use by another onnx-fe run (pid" in lines[0], e2
+    runs = [(p, *p.communicate(timeout=120)) for p in (second, first)]
+    done = [r for r in runs if r[0].returncode == 0]
+    refused = [r for r in runs if r[0].returncode != 0]
+    assert len(done) == 1 and len(refused) == 1, [(p.returncode, e) for p, _, e in runs]
+    p, _, err = refused[0]
+    lines = err.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1, err
+    assert f"in use by another onnx-fe run (pid {done[0][0].pid})" in lines[0], err
     with h5py.File(out / "results.h5", "r") as f:  # complete and readable
         assert f.attrs["complete"] and len(f["labels"]) == 200
     r = onnx_fe.rank(out)
@@ -86,13 +88,13 @@ def test_a_second_concurrent_run_is_refused_and_the_first_result_is_whole(tmp_pa
 def test_with_wait_the_second_run_waits_and_reuses_the_first_result(tmp_path):
     out = tmp_path / "X"
     args = ("score", DEMO / "model.onnx", DEMO / "data", "-o", out, "-b", "8", "-n", "8", "--device", "cpu")
-    first = _cli(*args, "-q")
+    first = _cli(*args, "-v", "--wait")
     time.sleep(0.3)
     second = _cli(*args, "-v", "--wait")
-    o2, e2 = second.communicate(timeout=120)
-    first.communicate(timeout=120)
-    assert first.returncode == 0 and second.returncode == 0, e2
-    assert "reusing finished results" in e2 or "waiting" in e2
+    runs = [(p, *p.communicate(timeout=120)) for p in (second, first)]
+    assert all(p.returncode == 0 for p, _, _ in runs), [e for _, _, e in runs]
+    errs = [e for _, _, e in runs]
+    assert sum("reusing finished results" in e for e in errs) == 1  # one computed, the other waited and reused
     with h5py.File(out / "results.h5", "r") as f:
         assert f.attrs["complete"]
 
@@ -198,8 +200,10 @@ def test_default_outputs_of_two_model_onnx_files_do_not_collide(files, tmp_path,
     assert a.output != b.output and a.output.parent == b.output.parent == Path("onnx-fe-results")
     assert a.results_h5.exists() and b.results_h5.exists()
     assert not same_birth_points(a.results_h5, b.results_h5)
+    (a.output / ".onnx-fe.lock").unlink()
     again = onnx_fe.score(tmp_path / "converged" / "model.onnx", files / "data", device="cpu")
     assert again.reused and again.output == a.output
+    assert not (a.output / ".onnx-fe.lock").exists()  # reusing writes nothing, so it works in a read-only place
 
 
 # --------------------------------------------------------------------------- 4. damaged partials
