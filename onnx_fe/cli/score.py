@@ -124,7 +124,7 @@ def score(
         "noise FE: what structureless noise maps of the layer's size get; compare layers only against it and a control"
     )
     for note in result.notes:
-        c.print(note, markup=False, highlight=False)
+        c.print(note, markup=False, highlight=False, soft_wrap=True)
     c.print(
         f"wrote {result.scores_csv}, {result.layers_csv} and {result.results_h5}"
         + (" (reused)" if result.reused else "")

@@ -522,8 +522,21 @@ def commit(f, partial: Path, final: Path, csv_path: Path) -> None:
     partial, final, csv_path = Path(partial), Path(final), Path(csv_path)
     tmp_csv = csv_path.with_name(csv_path.name + ".partial")
     try:
+        digest = _write_csv_to(f, tmp_csv)
+    except OSError as e:  # the results are complete: keep them for the next run, which only has to commit
+        try:
+            os.unlink(tmp_csv)
+        except OSError:
+            pass
+        with guarded(f, partial):
+            f.close()
+        what = "no space left on device" if _is_disk_full(e) else _reason(e)
+        raise OnnxFeError(
+            f"cannot write {csv_path}: {what}; the finished results are kept in {partial.name}, and running the "
+            "same command again (with space freed) completes the run without recomputing"
+        ) from None
+    try:
         with _h5_dealloc_errors() as seen:
-            digest = _write_csv_to(f, tmp_csv)
             f.attrs["scores_csv_sha256"] = digest
             f.flush()
             f.close()

@@ -384,3 +384,12 @@ def test_ablation_png_keeps_legend_and_title_inside_the_image(tmp_path):
     a = np.asarray(Image.open(png).convert("L"))
     edges = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
     assert (edges > 250).all()  # nothing drawn runs over the border
+
+
+def test_ablate_without_ranking_uses_the_models_default_results(files, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OnnxFeError, match="--ranking is required.*default output"):
+        onnx_fe.ablate(files / "m.onnx", files / "data", None, plot=False)
+    r = onnx_fe.score(files / "m.onnx", files / "data", device="cpu")
+    a = onnx_fe.ablate(files / "m.onnx", files / "data", None, by=["feature_entropy"], steps=2, plot=False)
+    assert a.output == r.output / "ablation" and a.csv.exists()

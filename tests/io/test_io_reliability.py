@@ -364,3 +364,29 @@ def test_no_negative_zero_in_scores_csv_or_tables(tmp_path):
     assert "-0.0" not in text and ",0.0," in text
     write_rows_csv(tmp_path / "t.csv", ["a", "b"], [{"a": -0.0, "b": -1.5}])
     assert (tmp_path / "t.csv").read_text().splitlines()[1] == "0.0,-1.5"
+
+
+def test_a_full_disk_while_committing_keeps_the_finished_partial_and_the_previous_result(tmp_path, monkeypatch):
+    import onnx_fe.io.results as results
+
+    out = tmp_path / "out"
+    out.mkdir()
+    _finished_run(out, {"run": 1})
+    before = (out / "results.h5").read_bytes(), (out / "scores.csv").read_bytes()
+    w = _new(out / "results.h5.partial", {"run": 2})
+    _write_rows(w, 0, N)
+    _complete(w)
+
+    def no_space(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(results, "_write_csv_to", no_space)
+    with pytest.raises(OnnxFeError, match="cannot write .*scores.csv: no space left on device") as e:
+        w.commit(out / "results.h5", out / "scores.csv")
+    assert "kept in results.h5.partial" in _one_line(e)
+    assert ((out / "results.h5").read_bytes(), (out / "scores.csv").read_bytes()) == before
+    monkeypatch.undo()
+    f = resume_partial(out / "results.h5.partial", {"run": 2})  # the next run finds it whole and only commits
+    assert f is not None and int(f.attrs["n_done"]) == N and f.attrs["complete"]
+    PartialWriter(f, out / "results.h5.partial").commit(out / "results.h5", out / "scores.csv")
+    assert stored_params(out / "results.h5") == {"run": 2}
