@@ -16,11 +16,13 @@ Python API::
 __version__ = "0.1.0"
 
 from .errors import OnnxFeError
-from .scores.entropy import FeatureEntropy, feature_entropy
-from .topology import birth_points
 
-# The heavier parts (onnx, onnxruntime, h5py) load on first use, so `import onnx_fe` stays light.
+# Everything but the errors loads on first use (numpy, onnx, onnxruntime, h5py), so `import onnx_fe` stays light
+# and the command line can turn a Ctrl-C while they load into one line.
 _LAZY = {
+    "FeatureEntropy": "scores.entropy",
+    "feature_entropy": "scores.entropy",
+    "birth_points": "topology",
     "score": "experiments.score",
     "inspect": "experiments.score",
     "rank": "scores.ranking",
