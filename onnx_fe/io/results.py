@@ -602,9 +602,9 @@ def stored_params(path: Path) -> dict | None:
 
 # What each parameter is called in a note about why a previous result is not reused.
 PARAM_NAMES = {
-    "data_sha256": "the data's contents",
-    "data_ids_sha256": "the data's files",
-    "model_sha256": "the model file",
+    "data_sha256": "data contents",
+    "data_ids_sha256": "data files",
+    "model_sha256": "model file contents",
 }
 
 

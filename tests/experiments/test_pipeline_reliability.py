@@ -113,7 +113,7 @@ def test_changed_image_contents_give_a_fresh_run_said_in_one_line(tmp_path, caps
     invert_pngs(data)
     assert main(args) == 0
     err = capsys.readouterr().err
-    notes = [line for line in err.splitlines() if "data's contents" in line]
+    notes = [line for line in err.splitlines() if "data contents" in line]
     assert len(notes) == 1 and "scoring afresh" in notes[0], err
     assert (out / "scores.csv").read_bytes() != before
     fresh = onnx_fe.score(DEMO / "model.onnx", data, tmp_path / "fresh", images_per_class=3, device="cpu")
@@ -157,7 +157,7 @@ def test_changed_images_between_a_kill_and_the_resume_never_mix(files, tmp_path,
     logs = []
     r = onnx_fe.score(files / "m.onnx", data, out, batch_size=4, device="cpu", log=logs.append)
     assert not any("resuming" in m for m in logs)
-    assert any(m.startswith("note:") and "data's contents" in m for m in logs), logs
+    assert any(m.startswith("note:") and "data contents" in m for m in logs), logs
     fresh = onnx_fe.score(files / "m.onnx", data, tmp_path / "fresh", batch_size=4, device="cpu")
     assert same_birth_points(r.results_h5, fresh.results_h5)
 

@@ -181,7 +181,7 @@ def test_a_previous_result_stays_until_the_new_one_is_complete(tmp_path):
     assert (out / "scores.csv").read_bytes() == old_csv
     assert stored_params(out / "results.h5") == {"run": 1}
     assert describe_change(stored_params(out / "results.h5"), {"run": 2}) == "run"
-    assert describe_change({"data_sha256": "a"}, {"data_sha256": "b"}) == "the data's contents"
+    assert describe_change({"data_sha256": "a"}, {"data_sha256": "b"}) == "data contents"
     # the next run completes: now both files are replaced, together
     f = resume_partial(out / "results.h5.partial", {"run": 2})
     assert f is not None and int(f.attrs["n_done"]) == 2
