@@ -45,28 +45,48 @@ def report(
         show_default="report.html in the results directory (./report.html for several)",
     ),
     ablation: Optional[List[Path]] = typer.Option(
-        None, "--ablation", help="Directory written by `onnx-fe ablate` whose curves to draw (repeatable)."
+        None,
+        "--ablation",
+        help="Directory written by `onnx-fe ablate` whose curves to draw (repeatable)",
+        show_default="none",
     ),
     heatmap_layer: Optional[List[str]] = typer.Option(
-        None, "--heatmap-layer", help="Layer index(es) for the class × unit heatmap [the last scored layer]."
+        None,
+        "--heatmap-layer",
+        help="Layer index(es) for the class × unit heatmap",
+        show_default="the last scored layer",
     ),
-    gallery: bool = typer.Option(True, "--gallery/--no-gallery", help="Draw the unit gallery (runs the model)."),
-    gallery_units: int = typer.Option(3, "--gallery-units", help="Best and worst units shown per layer."),
-    gallery_images: int = typer.Option(3, "--gallery-images", help="Images per shown class."),
+    gallery: bool = typer.Option(True, "--gallery/--no-gallery", help="Draw the unit gallery (runs the model)"),
+    gallery_units: int = typer.Option(3, "--gallery-units", help="Best and worst units shown per layer"),
+    gallery_images: int = typer.Option(3, "--gallery-images", help="Images per shown class"),
     gallery_classes: Optional[List[str]] = typer.Option(
-        None, "--gallery-classes", help="Classes whose images the gallery shows [the first and the middle class]."
+        None,
+        "--gallery-classes",
+        help="Classes whose images the gallery shows",
+        show_default="the first and the middle class",
     ),
     gallery_layer: Optional[List[str]] = typer.Option(
-        None, "--gallery-layer", help="Layer index(es) in the gallery [all, or 12 evenly spaced ones]."
+        None,
+        "--gallery-layer",
+        help="Layer index(es) in the gallery",
+        show_default="all, or 12 evenly spaced ones",
     ),
     model: Optional[Path] = typer.Option(
-        None, "--model", help="The scored model, when the path stored in the results does not resolve from here."
+        None,
+        "--model",
+        help="The scored model, when the path stored in the results does not resolve from here",
+        show_default="the path stored in the results",
     ),
     data: Optional[Path] = typer.Option(
-        None, "--data", help="The scored data, when the path stored in the results does not resolve from here."
+        None,
+        "--data",
+        help="The scored data, when the path stored in the results does not resolve from here",
+        show_default="the path stored in the results",
     ),
-    device: str = typer.Option("cpu", "--device", help="Where the gallery's few maps are computed: cpu, cuda, auto."),
-    title: Optional[str] = typer.Option(None, "--title", help="Page title."),
+    device: str = typer.Option("cpu", "--device", help="Where the gallery's few maps are computed: cpu, cuda, auto"),
+    title: Optional[str] = typer.Option(
+        None, "--title", help="Page title", show_default="onnx-fe report: <model file or run names>"
+    ),
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
 ):

@@ -280,6 +280,7 @@ def _score_once(
     when possible."""
     t0 = time.perf_counter() if t0 is None else t0
     log = log or (lambda msg: None)
+    plan = plan or Plan.build(cfg, log)
     lm, ds, runner, units = plan.model, plan.dataset, plan.runner, plan.units
     workers = cfg.workers or os.cpu_count() or 1
     params = {
