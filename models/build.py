@@ -43,7 +43,7 @@ from models import shapes as S
 
 M = C.MODELS_DIR
 DATA = M / "data"
-PER_CLASS = 50  # PNGs per class per split in models/data
+PER_CLASS = 50  # PNGs per class per split in models/data, at most (digits/test has only 43–46 per class)
 GENB_N = 1000  # genB training-set size (first 1000 shapes training images)
 
 PRE_DIGITS = {
@@ -297,7 +297,7 @@ def part_data():
 
 
 def _save_split(root: Path, x, y, names, seed: int) -> dict:
-    """Save PER_CLASS PNGs per class; return {relative png path: dataset index}."""
+    """Save up to PER_CLASS PNGs per class (all of a class that has fewer); return {relative png path: dataset index}."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
