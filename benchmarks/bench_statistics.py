@@ -4,9 +4,10 @@
     python benchmarks/bench_statistics.py --no-write # prints them only
     python benchmarks/bench_statistics.py --rounds 1 # quicker
 
-For the demo (`models/demo`, 200 images) and the digits VGG (`models/digits_vgg/converged`, its 450 test images),
+For the demo (`models/demo`, 200 images), the digits VGG (`models/digits_vgg/converged`, its 450 test images) and
+the shapes ResNet (`models/shapes_resnet/converged`, 12 layers, 720 units, its 500 test images),
 in one process, each run into a fresh output folder, CPU, default workers, rounds interleaved so that machine noise
-hits every variant alike (the best round is kept, after one warm-up run that is not counted):
+hits every variant alike (after one warm-up run that is not counted):
 
 * `score --resamples 0` (no bootstrap; rarefied FE and the noise null are still computed),
 * `score` with the defaults (1000 resamples),
@@ -44,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CASES = {
     "demo": (ROOT / "models/demo/model.onnx", ROOT / "models/demo/data"),
     "digits VGG": (ROOT / "models/digits_vgg/converged/model.onnx", ROOT / "models/data/digits/test"),
+    "shapes ResNet": (ROOT / "models/shapes_resnet/converged/model.onnx", ROOT / "models/data/shapes/test"),
 }
 VARIANTS = {
     "resamples 0": {"resamples": 0},
@@ -58,11 +60,12 @@ def timed(module, name, acc):
     fn = getattr(module, name)
 
     def wrapper(*a, **kw):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             return fn(*a, **kw)
         finally:
             acc[name] = acc.get(name, 0.0) + time.perf_counter() - t0
+            acc[name + "_cpu"] = acc.get(name + "_cpu", 0.0) + time.process_time() - c0
 
     setattr(module, name, wrapper)
     try:
@@ -72,7 +75,13 @@ def timed(module, name, acc):
 
 
 def clear_caches():
-    for f in (stats_mod._noise_null, stats_mod._rarefy_row, stats_mod._theta_row, stats_mod._x_log_x):
+    for f in (
+        stats_mod._noise_null,
+        stats_mod._rarefy_row,
+        stats_mod._theta_row,
+        stats_mod._x_log_x,
+        stats_mod._resample_weights_cached,
+    ):
         f.cache_clear()
 
 
@@ -81,15 +90,18 @@ def one_score(model, data, opts, tmp):
     acc = {}
     clear_caches()
     with timed(score_mod, "cell_statistics", acc), timed(score_mod, "_write_layers_csv", acc):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = onnx_fe.score(model, data, out, device="cpu", **opts)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     shutil.rmtree(out)
     assert not res.reused
     return {
         "wall": wall,
+        "cpu": cpu,
         "cell_statistics": acc.get("cell_statistics", 0.0),
         "layers_csv": acc.get("_write_layers_csv", 0.0),
+        "cell_statistics_cpu": acc.get("cell_statistics_cpu", 0.0),
+        "layers_csv_cpu": acc.get("_write_layers_csv_cpu", 0.0),
     }
 
 
@@ -149,31 +161,40 @@ def main(rounds: int) -> tuple[str, dict]:
     return table(header, raw, rounds), raw
 
 
-def best(ms, key="wall"):
-    return min(m[key] for m in ms)
+def median_of(ms, key="wall"):
+    """The median over the rounds (robust to the odd slow or fast round of a shared machine)."""
+    return float(np.median([m[key] for m in ms]))
 
 
 def table(header, raw, rounds) -> str:
     lines = [
         "<!-- bench_statistics:begin (written by benchmarks/bench_statistics.py) -->",
         f"Measured {time.strftime('%Y-%m-%d')} by `python benchmarks/bench_statistics.py` on: {header}. "
-        f"Best of {rounds} interleaved rounds per variant; CPU, default workers, fresh output folder each run.",
+        f"{rounds} interleaved rounds per variant; CPU, default workers, fresh output folder each run.",
         "",
         "| model | score, `--resamples 0` (s) | score, defaults (s) | of which per-cell statistics (s) | "
-        "of which layers.csv + noise null (s) | statistics' share of the default run | "
-        "extra wall time of the bootstrap (defaults − resamples 0) | `--control random-init` (s) | control / defaults |",
+        "of which layers.csv + noise null (s) | statistics' share of the default run, wall (CPU) | "
+        "defaults − resamples 0 | `--control random-init` (s) | control / defaults |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for case in CASES:
         r0, rd, rc = (raw[case][v] for v in VARIANTS)
-        i = int(np.argmin([m["wall"] for m in rd]))  # the best default round, with its own breakdown
-        d = rd[i]
-        share = (d["cell_statistics"] + d["layers_csv"]) / d["wall"]
-        extra = (best(rd) - best(r0)) / best(rd)
+        med = lambda xs: float(np.median(xs))
+        stats = [m["cell_statistics"] + m["layers_csv"] for m in rd]
+        share = med([x / m["wall"] for x, m in zip(stats, rd)])
+        share_cpu = med([(m["cell_statistics_cpu"] + m["layers_csv_cpu"]) / m["cpu"] for m in rd])
+        extra = (median_of(rd) - median_of(r0)) / median_of(rd)
         lines.append(
-            f"| {case} | {best(r0):.2f} | {d['wall']:.2f} | {d['cell_statistics']:.2f} | {d['layers_csv']:.2f} | "
-            f"{100 * share:.0f} % | {100 * extra:+.0f} % | {best(rc):.2f} | {best(rc) / best(rd):.2f} |"
+            f"| {case} | {median_of(r0):.2f} | {median_of(rd):.2f} | {med([m['cell_statistics'] for m in rd]):.2f} | "
+            f"{med([m['layers_csv'] for m in rd]):.2f} | {100 * share:.0f} % ({100 * share_cpu:.0f} %) | "
+            f"{100 * extra:+.0f} % | {median_of(rc):.2f} | {median_of(rc) / median_of(rd):.2f} |"
         )
+    lines += [
+        "",
+        "Every number is the median over the rounds; a share is the median of each default run's own ratio (wall, "
+        "and in brackets process CPU time: the statistics' CPU time over the whole run's, which other processes on "
+        "the machine disturb less).",
+    ]
     c = raw["compare"]
     lines += [
         "",
@@ -196,7 +217,7 @@ def write(md: str) -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
     md, raw = main(a.rounds)

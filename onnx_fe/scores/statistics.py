@@ -267,6 +267,19 @@ def image_resamples(
     return np.bincount(idx.ravel(), minlength=n_resamples * n_images).reshape(n_resamples, n_images)
 
 
+def _resample_weights(n_img: int, n_res: int, seed, class_id) -> np.ndarray:
+    """:func:`image_resamples` transposed to (n_img, n_res) int32, cached: every layer of a run uses the same ones."""
+    key = (int(n_img), int(n_res), seed if isinstance(seed, str) else int(seed))
+    return _resample_weights_cached(*key, class_id if isinstance(class_id, str) else int(class_id))
+
+
+@lru_cache(maxsize=64)
+def _resample_weights_cached(n_img, n_res, seed, class_id) -> np.ndarray:
+    w = np.ascontiguousarray(image_resamples(n_img, n_res, seed=seed, class_id=class_id).T, dtype=np.int32)
+    w.setflags(write=False)
+    return w
+
+
 def cell_statistics(
     birth_points,
     labels,
@@ -316,17 +329,24 @@ def cell_statistics(
     out["n_births"] = np.zeros(shape, dtype=np.int64)
     alpha = 1.0 - level
     qs = (alpha / 2, 1 - alpha / 2)
+    todo = []  # per class: (rows, cells still to bootstrap, their value counts, the cells' numbers of values)
     for ci in range(n_classes):
         rows = bp[labels == ci]
-        if len(rows):
-            _class_statistics(rows, k, qs, n_res, seed, class_ids[ci], out, ci)
+        todo.append(_class_estimates(rows, k, n_res, out, ci) if len(rows) else None)
+    if n_res:
+        _bootstrap(todo, k, qs, n_res, seed, class_ids, out)
     return CellStatistics(**out)
 
 
-def _class_statistics(rows, k, qs, n_res, seed, class_id, out, ci):
+def _class_estimates(rows, k, n_res, out, ci):
+    """Point estimates of one class's cells; the single-category cells' zero-length intervals.
+
+    Returns what the bootstrap needs: (rows, cells to resample, every cell's nonzero value counts, every cell's
+    number of distinct values), or None when nothing is to be resampled.
+    """
     n_img, c = rows.shape
     if c == 0:
-        return
+        return None
     vmax = int(rows.max())
     counts = np.bincount((rows + np.arange(c) * (vmax + 1)).ravel(), minlength=c * (vmax + 1)).reshape(c, vmax + 1)
     nb = n_img - counts[:, 0]
@@ -346,7 +366,7 @@ def _class_statistics(rows, k, qs, n_res, seed, class_id, out, ci):
     out["feature_entropy"][ci] = fe
     out["fe_rarefied"][ci] = fr
     if n_res == 0:
-        return
+        return None
     # a cell with one category (no births, or one value in every image) gives the sample in every resample
     m = np.array([len(nz) for nz in nz_counts])
     fixed = (counts > 0).sum(axis=1) <= 1
@@ -354,44 +374,84 @@ def _class_statistics(rows, k, qs, n_res, seed, class_id, out, ci):
         out[f"{name}_ci_low"][ci, fixed] = est[fixed]
         out[f"{name}_ci_high"][ci, fixed] = est[fixed]
     todo = np.flatnonzero(~fixed)
-    if todo.size == 0:
+    return (rows, todo, nz_counts, m) if todo.size else None
+
+
+def _bootstrap(todo, k, qs, n_res, seed, class_ids, out):
+    """Bootstrap intervals of every class's non-trivial cells, computed together.
+
+    A cell's resampled histogram is the integer sum of its class's image multiplicities (:func:`image_resamples`)
+    over the images holding each value, and everything after that is computed row by row (one row = one cell), so
+    which cells share a chunk never changes a result. Cells of all classes are taken together, the widest first
+    (fewest padded values per chunk).
+    """
+    classes = [ci for ci, t in enumerate(todo) if t is not None]
+    if not classes:
         return
-    wt = np.ascontiguousarray(image_resamples(n_img, n_res, seed=seed, class_id=class_id).T, dtype=np.int32)
-    xlx = _x_log_x(n_img)
-    todo = todo[np.argsort(-m[todo], kind="stable")]  # similar widths share a chunk (less padding)
-    chunk = max(1, min(64, _CHUNK_ELEMENTS // (n_img * n_res)))
-    for s in range(0, len(todo), chunk):
-        cells = todo[s : s + chunk]
-        mm = int(m[cells].max())
+    offset, pairs = {}, []
+    n_all = 0
+    weights = []
+    for ci in classes:
+        rows, cells, _, m = todo[ci]
+        offset[ci] = n_all
+        n_all += len(rows)
+        weights.append(_resample_weights(len(rows), n_res, seed, class_ids[ci]))
+        pairs += [(-int(m[j]), ci, int(j)) for j in cells]
+    wt = np.concatenate(weights) if len(weights) > 1 else weights[0]  # (images of these classes, B)
+    pairs.sort()  # widest cells first; ties by class, then unit
+    p_class = np.array([ci for _, ci, _ in pairs])
+    p_unit = np.array([j for _, _, j in pairs])
+    p_m = np.array([-w for w, _, _ in pairs])
+    p_nimg = np.array([len(todo[ci][0]) for ci in p_class])
+    xlx = _x_log_x(int(p_nimg.max()))
+    vmax = max(int(todo[ci][0].max()) for ci in classes)
+    s = 0
+    while s < len(pairs):
+        chunk = max(1, min(512, _CHUNK_ELEMENTS // (int(p_m[s]) * n_res)))
+        sl = slice(s, s + chunk)
+        s += chunk
+        cls, units, mc, nimg = p_class[sl], p_unit[sl], p_m[sl], p_nimg[sl]
+        mm = int(mc[0])  # the widest cell of the chunk
         # resampled count of each cell's t-th distinct value: (mm, cells, B), zero past the cell's values.
         # Integer sums of image multiplicities over the images holding that value: exact in any order.
-        sub = rows[:, cells]
-        img, pos = np.nonzero(sub)
-        key = pos * (vmax + 1) + sub[img, pos]
+        imgs, poss, vals = [], [], []
+        for ci in np.unique(cls):
+            at = np.flatnonzero(cls == ci)
+            sub = todo[ci][0][:, units[at]]
+            img, pos = np.nonzero(sub)
+            imgs.append(img + offset[ci])
+            poss.append(at[pos])
+            vals.append(sub[img, pos])
+        img, pos, val = np.concatenate(imgs), np.concatenate(poss), np.concatenate(vals)
+        key = pos * (vmax + 1) + val
         order = np.argsort(key, kind="stable")
         key, img = key[order], img[order]
         starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
         gpos = key[starts] // (vmax + 1)
         gt = np.arange(len(starts)) - np.searchsorted(gpos, gpos)  # rank of the value within its cell
-        rc = np.zeros((mm, len(cells), n_res), dtype=np.int32)
-        rc[gt, gpos] = _group_sums(img, starts, n_img) @ wt
+        rc = np.zeros((mm, len(cls), n_res), dtype=np.int32)
+        rc[gt, gpos] = _group_sums(img, starts, n_all) @ wt
         nstar = rc.sum(axis=0, dtype=np.int64)  # exact integers: the order of this sum cannot matter
-        lo, hi = _row_quantiles(nstar / n_img, qs)
-        _store(out, "birth_rate", ci, cells, lo, hi, rate[cells])
-        # FE of a resample: (n ln n − Σ_v c_v ln c_v) / n, 0 when n = 0; values summed in a fixed order
+        rate = out["birth_rate"][cls, units]
+        lo, hi = _row_quantiles(nstar / nimg[:, None], qs)
+        _store(out, "birth_rate", cls, units, lo, hi, rate)
+        # FE of a resample: (n ln n − Σ_v c_v ln c_v) / n, 0 when n = 0; values summed in a fixed order. Cells are
+        # sorted by their number of values (descending), so the cells holding a t-th value are a prefix; past its
+        # values a cell's counts are 0 and would add exactly 0.0, so they are skipped.
         sx = np.zeros(nstar.shape)
         for t in range(mm):
-            sx += np.take(xlx, rc[t])
+            q = int(np.count_nonzero(mc > t))
+            sx[:q] += np.take(xlx, rc[t, :q])
         with np.errstate(invalid="ignore", divide="ignore"):
             fes = np.where(nstar > 0, (np.take(xlx, nstar) - sx) / nstar, 0.0)
         lo, hi = _row_quantiles(fes, qs)
-        _store(out, "fe", ci, cells, lo, hi, fe[cells])
+        _store(out, "fe", cls, units, lo, hi, out["feature_entropy"][cls, units])
         # rarefied FE: over the resamples with n* ≥ k, percentile interval shifted by U − θ_k(P̂)
-        est = fr[cells]
+        est = out["fe_rarefied"][cls, units]
         use = ~np.isnan(est)
         if not use.any():
             continue
-        cells, rc, nstar, est = cells[use], rc[:, use], nstar[use], est[use]
+        cls, units, rc, nstar, est, mc = cls[use], units[use], rc[:, use], nstar[use], est[use], mc[use]
         ok = nstar >= k
         if not ok.any():
             continue
@@ -400,11 +460,12 @@ def _class_statistics(rows, k, qs, n_res, seed, class_id, out, ci):
         base = np.clip(nstar - n_lo, 0, n_hi - n_lo) * (n_hi + 1)
         acc = np.zeros(nstar.shape)
         for t in range(mm):
-            acc += np.take(table, base + rc[t])
+            q = int(np.count_nonzero(mc > t))
+            acc[:q] += np.take(table, base[:q] + rc[t, :q])
         rs = np.where(ok, 0.0 - acc, np.nan)
         lo, hi = _row_quantiles(rs, qs)
-        shift = est - np.array([_theta_hat(nz_counts[j], k) for j in cells])
-        _store(out, "fe_rarefied", ci, cells, lo + shift, hi + shift, est)
+        shift = est - np.array([_theta_hat(todo[ci][2][j], k) for ci, j in zip(cls, units)])
+        _store(out, "fe_rarefied", cls, units, lo + shift, hi + shift, est)
 
 
 def _group_sums(rows: np.ndarray, starts: np.ndarray, n_rows: int):
@@ -443,8 +504,14 @@ def _theta_hat(nz: np.ndarray, k: int) -> float:
 
 def _row_quantiles(x: np.ndarray, qs) -> list[np.ndarray]:
     """Quantiles of each row of x over its non-NaN entries (linear interpolation; NaN for an all-NaN row)."""
-    s = np.sort(x, axis=1)  # NaN sort last
     nv = (~np.isnan(x)).sum(axis=1)
+    n = x.shape[1] if x.ndim == 2 else 0
+    if len(x) and n and (nv == n).all():
+        # no NaN: only the order statistics used below are needed, and np.partition puts exactly those in place
+        at = sorted({i for q in qs for i in (math.floor(q * (n - 1)), min(math.floor(q * (n - 1)) + 1, n - 1))})
+        s = np.partition(x, at, axis=1)
+    else:
+        s = np.sort(x, axis=1)  # NaN sort last
     r = np.arange(len(x))
     res = []
     for q in qs:
@@ -457,10 +524,10 @@ def _row_quantiles(x: np.ndarray, qs) -> list[np.ndarray]:
     return res
 
 
-def _store(out, name, ci, cells, lo, hi, est):
-    """Write an interval widened to contain its estimate (see the module docstring)."""
-    out[f"{name}_ci_low"][ci, cells] = np.minimum(lo, est)
-    out[f"{name}_ci_high"][ci, cells] = np.maximum(hi, est)
+def _store(out, name, classes, units, lo, hi, est):
+    """Write intervals widened to contain their estimates (see the module docstring); one per (class, unit) pair."""
+    out[f"{name}_ci_low"][classes, units] = np.minimum(lo, est)
+    out[f"{name}_ci_high"][classes, units] = np.maximum(hi, est)
 
 
 # ---------------------------------------------------------------------------------------------
