@@ -64,3 +64,27 @@ def test_statistics_are_deterministic_and_part_of_the_fingerprint(tmp_path):
     assert (
         pd.read_csv(c.scores_csv)["fe_rarefied"].notna().sum() > pd.read_csv(b.scores_csv)["fe_rarefied"].notna().sum()
     )
+
+
+def test_the_noise_null_is_of_the_layers_own_kind(tmp_path):
+    """A pre-activation (signed) tap is read against signed noise, a post-activation tap against ReLU'd noise."""
+    import onnx
+    from graphs import G, write_image_folder
+
+    from onnx_fe.scores.statistics import noise_null
+
+    g = G((None, 3, 16, 16))
+    g.conv(4, name="signed")  # its output feeds a second conv directly: no activation, a signed map
+    g.conv(4, name="relu")
+    g.act("relu")
+    g.head(2)
+    onnx.save(g.model(), tmp_path / "m.onnx")
+    data = write_image_folder(tmp_path / "d", n_classes=2, per_class=6, size=(16, 16))
+    r = onnx_fe.score(tmp_path / "m.onnx", data, tmp_path / "o", device="cpu")
+    lay = pd.read_csv(r.layers_csv).set_index("layer")
+    assert not lay.loc["signed", "activated"] and lay.loc["relu", "activated"]
+    p = {"resolution": 100, "threshold": 75}
+    signed, relu = (noise_null(16, 16, params=p, n_maps=6, relu=v) for v in (False, True))
+    assert signed.birth_rate != relu.birth_rate
+    assert lay.loc["signed", "null_birth_rate"] == signed.birth_rate
+    assert lay.loc["relu", "null_birth_rate"] == relu.birth_rate
