@@ -330,5 +330,6 @@ SCHEDULER = typer.Option(
     None,
     "--scheduler",
     help="Run the shards on this Dask cluster, e.g. tcp://HOST:8786 (needs the dask extra; see docs/scaling.md)",
+    show_default="none: local processes",
     rich_help_panel="Execution",
 )

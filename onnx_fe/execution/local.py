@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import time
@@ -142,6 +143,10 @@ class ProcessExecutor:
         workers: int,
         on_done: Callable[[int, int], None] | None = None,
     ) -> Iterator[Any]:
+        try:
+            pickle.dumps(fn)
+        except Exception as e:
+            raise TypeError(f"the shard function cannot be sent to worker processes ({e}); run with -j 1") from None
         key = self._key(plan.key())
         todo = deque(bounds)
         order: deque[list] = deque()  # [bounds, future], submitted and not yet yielded, in the order of bounds

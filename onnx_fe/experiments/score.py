@@ -597,9 +597,11 @@ def _encode(a: np.ndarray, first: int, workers: int) -> list:
 
 
 def default_shard_size(n_images: int, batch_size: int, slots: int) -> int:
-    """Images per shard when the config does not say: one inference batch, or less so that every one of the
-    executor's ``slots`` gets about four shards (load balance). Results never depend on it."""
-    return max(1, min(batch_size, -(-n_images // (4 * max(1, slots)))))
+    """Images per shard when the config does not say: one inference batch; with several ``slots`` (workers), less
+    when needed so that every one gets about four shards (load balance). Results never depend on it."""
+    if slots <= 1:
+        return batch_size
+    return max(1, min(batch_size, -(-n_images // (4 * slots))))
 
 
 def _run_shards(

@@ -316,7 +316,7 @@ def make_runner(
     if lean:
         d = _move_weights_out(lm)
         payload = os.path.join(d, f"graph-{os.getpid()}-{next(_GRAPHS)}.onnx")
-        pruned = _pruned(lm.model, wanted)
+        pruned = _pruned(lm.model, wanted or model_outputs)  # no taps: the model's outputs keep the graph valid
         if pruned is not None:
             with open(payload, "wb") as out:
                 out.write(pruned.SerializeToString())
