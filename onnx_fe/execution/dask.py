@@ -12,7 +12,7 @@ Needs the optional extra ``onnx-fe[dask]`` (``distributed``). What travels and w
 - **The images** must be at the same path on every worker (a shared filesystem); the driver checks that each worker
   sees the path and each worker checks that it lists the same images.
 - **The device.** Each worker chooses its own (``--device auto``: CUDA where its onnxruntime has a working GPU).
-  onnxruntime gets as many threads as the Dask worker has unless ``--threads`` says otherwise; run workers with one
+  onnxruntime gets as many threads as the Dask worker has unless the config sets ``threads``; run workers with one
   thread each (``--nthreads 1``) and as many worker processes as cores.
 - **Failures.** A worker that dies mid-shard costs only that shard: the scheduler runs it again elsewhere and the
   result is the same. Results are handed to the driver in order, at most ``in_flight`` shards ahead.

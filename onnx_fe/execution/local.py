@@ -95,7 +95,7 @@ class ProcessExecutor:
     """A pool of ``processes`` local worker processes, each computing one shard at a time with one thread.
 
     - Each process rebuilds the plan from ``plan.key()`` once (not once per shard) and keeps it for the next shards.
-    - onnxruntime gets ``cores // processes`` threads in each process unless ``--threads`` says otherwise.
+    - onnxruntime gets one thread in each process (``-j N`` uses N cores) unless the config sets ``threads``.
     - At most ``in_flight`` shards (default: twice the processes) are submitted and not yet handed to the driver,
       so a slow shard at the head holds back at most that many finished results in memory.
     - A worker process that dies (killed, out of memory) breaks the pool: it is started again and the shards that
@@ -116,8 +116,8 @@ class ProcessExecutor:
         self._pool_key = None  # the key the pool's processes were started with
 
     def _key(self, key):
-        if hasattr(key, "with_threads"):  # onnxruntime threads: the cores shared among the processes
-            key = key.with_threads(max(1, (os.cpu_count() or 1) // self.processes))
+        if hasattr(key, "with_threads"):  # -j N is N cores: one onnxruntime thread per process (unless --threads)
+            key = key.with_threads(1)
         return key
 
     def _submit(self, fn, key, b: tuple[int, int]):

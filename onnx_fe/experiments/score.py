@@ -214,7 +214,9 @@ def _prepare(
         pre_desc = pre.as_dict()
         if pre.note:
             notes.append(pre.note)
-    runner = make_runner(lm, lm.units, device=cfg.runner.device, threads=cfg.runner.threads, lean=lean)
+    # -j is the number of cores: one process with -j 1 also runs onnxruntime on one thread (unless --threads)
+    threads = cfg.runner.threads if cfg.runner.threads is not None else cfg.workers
+    runner = make_runner(lm, lm.units, device=cfg.runner.device, threads=threads, lean=lean)
     require_units(lm)
     probe_shapes(runner, lm.units, ds.load(0, 1, pre, runner.input_dtype))
     if runner.fixed_batch and runner.fixed_batch != cfg.batch_size:
