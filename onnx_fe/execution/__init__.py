@@ -18,7 +18,7 @@ Every executor gives the same results, bit for bit. Executors are context manage
 
 from __future__ import annotations
 
-from .local import ProcessExecutor, SerialExecutor
+from .local import ProcessExecutor, SerialExecutor, prestart
 
 
 def make_executor(workers: int, client=None, scheduler: str | None = None):
@@ -33,6 +33,13 @@ def make_executor(workers: int, client=None, scheduler: str | None = None):
     return SerialExecutor()
 
 
+def will_use_processes(workers: int | None, client=None, scheduler: str | None = None) -> bool:
+    """Whether :func:`make_executor` will start local worker processes (``workers`` None: all cores)."""
+    import os
+
+    return client is None and scheduler is None and (workers or os.cpu_count() or 1) > 1
+
+
 def __getattr__(name):
     if name == "DaskExecutor":
         from .dask import DaskExecutor
@@ -41,4 +48,4 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["DaskExecutor", "ProcessExecutor", "SerialExecutor", "make_executor"]
+__all__ = ["DaskExecutor", "ProcessExecutor", "SerialExecutor", "make_executor", "prestart", "will_use_processes"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import pickle
 import signal
 import sys
@@ -79,16 +78,19 @@ def _context():
     (fast start, no threads inherited from the driver); ``spawn`` elsewhere."""
     if sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(  # imported once by the server, inherited by every worker
-            [
-                "onnx_fe.experiments.score",
-                "onnx_fe.topology.early",
-                "onnx_fe.topology.clique",
-                "onnx_fe.topology.clique_scan",
-            ]
-        )
+        ctx.set_forkserver_preload(["onnx_fe.execution._warm"])  # onnx-fe and its engines, loaded once
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+def prestart() -> None:
+    """Start the fork server now (Linux), so that it loads onnx-fe and the engines while the driver builds its plan;
+    the pool's workers fork from it later. Harmless where there is none."""
+    ctx = _context()
+    if ctx.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 class ProcessExecutor:

@@ -24,7 +24,7 @@ from .. import __version__
 from ..config import ScoreConfig
 from ..data import Dataset, Preprocess, npz_preprocess, open_dataset, resolve_preprocess
 from ..errors import DataError, ModelError, OnnxFeError
-from ..execution import make_executor
+from ..execution import make_executor, prestart, will_use_processes
 from ..io.lock import default_output, output_lock
 from ..io.results import (
     STAT_COLUMNS,
@@ -325,6 +325,8 @@ def run(cfg: ScoreConfig, *, progress=False, log=None, executor=None, wait=False
     log = log or (lambda msg: None)
     out = Path(cfg.output) if cfg.output is not None else default_output(cfg.model)
     t0 = time.perf_counter()
+    if executor is None and will_use_processes(cfg.workers, client, cfg.scheduler):
+        prestart()  # the worker processes' fork server loads onnx-fe while the plan is built
     plan = Plan.build(cfg, log)  # every input is checked before anything is created or locked
     with output_lock(out, wait=wait, log=log):
         res = _score_once(cfg, out, plan=plan, progress=progress, log=log, executor=executor, client=client, t0=t0)
