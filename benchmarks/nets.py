@@ -1,9 +1,9 @@
-"""Random-init ONNX exports of ResNet-18 and VGG11, built with onnx.helper + NumPy (no torch).
+"""Random-init ONNX exports of ResNet-18, VGG11 and VGG16, built with onnx.helper + NumPy (no torch).
 
     python benchmarks/nets.py resnet18 vgg11            # → benchmarks/.cache/<name>-s0.onnx
     python benchmarks/nets.py vgg11 --small-head --seed 3 --out /tmp/nets
 
-The architectures are torchvision's (``resnet18``, ``vgg11``): input ``input``
+The architectures are torchvision's (``resnet18``, ``vgg11``, ``vgg16``): input ``input``
 float32 (N, 3, 224, 224), NCHW; output ``logits`` (N, 1000). Weights are drawn
 from ``numpy.random.default_rng(seed)`` in a fixed order, so the bytes of a file
 depend only on (name, seed, small_head):
@@ -45,13 +45,15 @@ __all__ = ["IR_VERSION", "NAMES", "OPSET", "build"]
 
 IR_VERSION = 10
 OPSET = 17
-NAMES = ("resnet18", "vgg11")
+NAMES = ("resnet18", "vgg11", "vgg16")
 INPUT_SIZE = 224
 NUM_CLASSES = 1000
 CACHE = Path(__file__).resolve().parent / ".cache"
 
 # torchvision vgg cfg "A" (VGG11): channels, "M" = 2×2 max pool
 _VGG11 = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+# cfg "D" (VGG16)
+_VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
 class _Graph:
@@ -175,9 +177,9 @@ def _resnet18(g: _Graph, x: str) -> str:
     return g.gemm(g.gap_flatten(x), "fc", 512, NUM_CLASSES, out="logits")
 
 
-def _vgg11(g: _Graph, x: str, small_head: bool) -> str:
+def _vgg11(g: _Graph, x: str, small_head: bool, cfg=_VGG11) -> str:
     cin, i = 3, 0
-    for v in _VGG11:
+    for v in cfg:
         if v == "M":
             x = g.maxpool(x, 2, 2)
         else:
@@ -198,13 +200,13 @@ def make(name: str, seed: int = 0, small_head: bool = False) -> onnx.ModelProto:
     """The model as an in-memory ModelProto (see the module docstring)."""
     if name not in NAMES:
         raise ValueError(f"unknown net {name!r}; choose from {', '.join(NAMES)}")
-    if small_head and name != "vgg11":
-        raise ValueError("small_head applies to vgg11 only (resnet18's head is already one small Gemm)")
+    if small_head and name == "resnet18":
+        raise ValueError("small_head applies to the VGGs only (resnet18's head is already one small Gemm)")
     g = _Graph(int(seed))
     if name == "resnet18":
         out = _resnet18(g, "input")
     else:
-        out = _vgg11(g, "input", small_head)
+        out = _vgg11(g, "input", small_head, _VGG11 if name == "vgg11" else _VGG16)
     graph = helper.make_graph(
         g.nodes,
         f"{name}{'_small_head' if small_head else ''}_seed{int(seed)}",
@@ -223,7 +225,7 @@ def make(name: str, seed: int = 0, small_head: bool = False) -> onnx.ModelProto:
 
 
 def build(name: str, path=None, seed: int = 0, small_head: bool = False) -> Path:
-    """Write the random-init model ``name`` ("resnet18" or "vgg11") to ``path`` and return it.
+    """Write the random-init model ``name`` ("resnet18", "vgg11" or "vgg16") to ``path`` and return it.
 
     ``path`` may be a file or an existing directory (then ``<name>[-small]-s<seed>.onnx``
     inside it); default ``benchmarks/.cache/``. The bytes are a function of
@@ -265,7 +267,7 @@ def main(argv=None) -> None:
     )
     args = ap.parse_args(argv)
     for name in args.names:
-        print(build(name, args.out, args.seed, args.small_head and name == "vgg11"))
+        print(build(name, args.out, args.seed, args.small_head and name != "resnet18"))
 
 
 if __name__ == "__main__":

@@ -315,6 +315,8 @@ class ScoreConfig:
     keep_activations: bool = False
     control: str | None = None  # "random-init": also score an untrained twin on the same images
     control_seed: int = 0
+    shard_size: int | None = None  # images per unit of work; None: see experiments.score.default_shard_size
+    scheduler: str | None = None  # a Dask scheduler's address (tcp://HOST:PORT) to run the shards on
 
     FORMAT = 1
 
@@ -351,6 +353,8 @@ class ScoreConfig:
         rarefy_k=10,
         control=None,
         control_seed=0,
+        shard_size=None,
+        scheduler=None,
     ) -> ScoreConfig:
         """Check and normalise options given as the CLI gives them (text) or as Python values."""
         return cls.create(
@@ -368,6 +372,8 @@ class ScoreConfig:
             keep_activations=keep_activations,
             control=control,
             control_seed=control_seed,
+            shard_size=shard_size,
+            scheduler=scheduler,
         )
 
     @classmethod
@@ -388,6 +394,8 @@ class ScoreConfig:
         keep_activations=False,
         control=None,
         control_seed=0,
+        shard_size=None,
+        scheduler=None,
     ) -> ScoreConfig:
         """Assemble a config from built option groups (as the CLI does), checking the remaining fields."""
         if model is None or str(model) == "":
@@ -409,6 +417,8 @@ class ScoreConfig:
             keep_activations=bool(keep_activations),
             control=None if control is None else _choice(control, "--control", CONTROLS),
             control_seed=_int(control_seed, "--control-seed", 0),
+            shard_size=None if shard_size is None else _int(shard_size, "--shard-size", 1),
+            scheduler=_scheduler(scheduler),
         )
 
     def replace(self, **changes) -> ScoreConfig:
@@ -460,6 +470,22 @@ class ScoreConfig:
     @property
     def data_path(self) -> Path:
         return Path(self.data)
+
+
+def _scheduler(value) -> str | None:
+    """A Dask scheduler address: ``tcp://HOST:PORT`` (or another Dask protocol), or ``HOST:PORT`` (tcp assumed)."""
+    if value is None:
+        return None
+    v = str(value).strip()
+    if not v:
+        raise OptionError("--scheduler is empty")
+    if "://" not in v:
+        v = "tcp://" + v
+    proto, rest = v.split("://", 1)
+    host, _, port = rest.rpartition(":")
+    if proto not in ("tcp", "tls", "ucx", "ws", "wss") or not host or not port.isdigit():
+        raise OptionError(f"--scheduler {value!r}: expected a Dask scheduler address such as tcp://HOST:8786")
+    return v
 
 
 def _plain(v):

@@ -265,7 +265,7 @@ WORKERS = typer.Option(
     None,
     "--workers",
     "-j",
-    help="Threads for birth points",
+    help="Local worker processes (inference and birth points; 1: all in this process)",
     show_default="all cores",
     rich_help_panel="Execution",
 )
@@ -319,3 +319,17 @@ CONTROL = typer.Option(
     rich_help_panel="Statistics",
 )
 CONTROL_SEED = typer.Option(0, "--control-seed", help="Seed of the random-init twin", rich_help_panel="Statistics")
+SHARD = typer.Option(
+    None,
+    "--shard-size",
+    help="Images per unit of work (results never depend on it)",
+    show_default="the batch size, less when there are few images per worker",
+    rich_help_panel="Execution",
+)
+SCHEDULER = typer.Option(
+    None,
+    "--scheduler",
+    help="Run the shards on this Dask cluster, e.g. tcp://HOST:8786 (needs the dask extra; see docs/scaling.md)",
+    show_default="none: local processes",
+    rich_help_panel="Execution",
+)

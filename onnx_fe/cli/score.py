@@ -16,6 +16,8 @@ from .options import (
     LAYERS,
     METHOD,
     RUNNER,
+    SCHEDULER,
+    SHARD,
     STATISTICS,
     WAIT,
     WORKERS,
@@ -42,6 +44,8 @@ def score(
     layers: Optional[List[str]] = LAYERS,
     batch_size: int = BATCH,
     workers: Optional[int] = WORKERS,
+    shard_size: Optional[int] = SHARD,
+    scheduler: Optional[str] = SCHEDULER,
     keep_activations: bool = typer.Option(
         False, "--keep-activations", help="Also store every unit's maps in results.h5"
     ),
@@ -83,6 +87,8 @@ def score(
         statistics=statistics,
         control=control,
         control_seed=control_seed,
+        shard_size=shard_size,
+        scheduler=scheduler,
     )
     result = run(cfg, progress=not _verbosity["quiet"], log=_log, wait=wait)
     if report:

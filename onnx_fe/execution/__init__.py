@@ -1,10 +1,51 @@
-"""Execution: how the shards of a run are computed.
+"""Execution: where the shards of a run are computed.
 
-An executor maps ``fn(plan, start, stop, workers)`` over shard bounds and yields the results **in order**; the
-driver writes them as they arrive. :class:`SerialExecutor` runs them one after the other in this process. Process
-pools and Dask clusters plug in here with the same ``map`` signature.
+An executor has one method, ``map(fn, plan, bounds, workers, on_done=None)``: it computes
+``fn(plan, start, stop, workers)`` for every ``(start, stop)`` in ``bounds`` and yields the results **in the order of
+bounds**, so the driver can write them as they come; ``on_done(start, stop)`` is called (in the caller's thread) as
+each shard finishes, in whatever order they finish (progress). Executors that run shards elsewhere send only
+``plan.key()`` (the config and two digests) and the bounds; each worker process rebuilds the plan once
+(:meth:`PlanKey.plan <onnx_fe.experiments.score.PlanKey.plan>`) and checks that it sees the driver's model and images.
+At most a fixed number of shards is in flight, so the driver's memory stays bounded whatever the number of images.
+
+- :class:`SerialExecutor`: one shard after the other in this process, ``workers`` threads for birth points.
+- :class:`ProcessExecutor`: a pool of ``workers`` local processes, one shard each at a time (the default for
+  ``-j`` > 1).
+- :class:`~onnx_fe.execution.dask.DaskExecutor`: the workers of a Dask cluster (``--scheduler``, ``client=``).
+
+Every executor gives the same results, bit for bit. Executors are context managers (``close()`` frees workers).
 """
 
-from .local import SerialExecutor
+from __future__ import annotations
 
-__all__ = ["SerialExecutor"]
+from .local import ProcessExecutor, SerialExecutor, prestart
+
+
+def make_executor(workers: int, client=None, scheduler: str | None = None):
+    """The executor a run uses: a Dask ``client`` or ``scheduler`` address if given, else a pool of ``workers``
+    processes, else (``workers`` = 1) this process."""
+    if client is not None or scheduler is not None:
+        from .dask import DaskExecutor
+
+        return DaskExecutor(client) if client is not None else DaskExecutor.connect(scheduler)
+    if workers > 1:
+        return ProcessExecutor(workers)
+    return SerialExecutor()
+
+
+def will_use_processes(workers: int | None, client=None, scheduler: str | None = None) -> bool:
+    """Whether :func:`make_executor` will start local worker processes (``workers`` None: all cores)."""
+    import os
+
+    return client is None and scheduler is None and (workers or os.cpu_count() or 1) > 1
+
+
+def __getattr__(name):
+    if name == "DaskExecutor":
+        from .dask import DaskExecutor
+
+        return DaskExecutor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["DaskExecutor", "ProcessExecutor", "SerialExecutor", "make_executor", "prestart", "will_use_processes"]

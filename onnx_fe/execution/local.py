@@ -1,14 +1,223 @@
-"""Executors that run on this machine."""
+"""Executors that run on this machine: in this process, or in a pool of local processes."""
 
 from __future__ import annotations
 
+import multiprocessing
+import pickle
+import signal
+import sys
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
+
+from ..errors import OnnxFeError
 
 
 class SerialExecutor:
     """Run each shard in turn in this process (``workers`` threads are left to the shard function)."""
 
-    def map(self, fn: Callable[..., Any], plan: Any, bounds: Iterable[tuple[int, int]], workers: int) -> Iterator[Any]:
+    slots = 1  # shards that run at once
+    remote = False  # shards run on the driver's own plan
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        plan: Any,
+        bounds: Iterable[tuple[int, int]],
+        workers: int,
+        on_done: Callable[[int, int], None] | None = None,
+    ) -> Iterator[Any]:
         for start, stop in bounds:
-            yield fn(plan, start, stop, workers)
+            r = fn(plan, start, stop, workers)
+            if on_done is not None:
+                on_done(start, stop)
+            yield r
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+_KEY = None  # in a worker process: the run's plan key, received once when the process starts
+
+
+def _init_worker(key) -> None:
+    global _KEY
+    _KEY = key
+    # Ctrl-C goes to the whole process group: the driver handles it and stops the pool
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _call(fn, start: int, stop: int):
+    """In a worker process: the plan is built from the key once per process (cached), then the shard runs."""
+    return timed_call(fn, _KEY, start, stop)
+
+
+def timed_call(fn, key, start: int, stop: int):
+    """``fn(key.plan(), start, stop, 1)``, adding the time spent getting the plan (its build, on a process's first
+    shard) to the result's ``seconds["setup"]`` when it has one."""
+    t = time.perf_counter()
+    plan = key.plan()
+    t = time.perf_counter() - t
+    r = fn(plan, start, stop, 1)
+    if isinstance(getattr(r, "seconds", None), dict):
+        r.seconds["setup"] = r.seconds.get("setup", 0.0) + t
+    return r
+
+
+def _context():
+    """``forkserver`` where there is one: workers fork from a clean server process that has imported onnx-fe once
+    (fast start, no threads inherited from the driver); ``spawn`` elsewhere."""
+    if sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["onnx_fe.execution._warm"])  # onnx-fe and its engines, loaded once
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def prestart() -> None:
+    """Start the fork server now (Linux), so that it loads onnx-fe and the engines while the driver builds its plan;
+    the pool's workers fork from it later. Harmless where there is none."""
+    ctx = _context()
+    if ctx.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+class ProcessExecutor:
+    """A pool of ``processes`` local worker processes, each computing one shard at a time with one thread.
+
+    - Each process rebuilds the plan from ``plan.key()`` once (not once per shard) and keeps it for the next shards.
+    - onnxruntime gets one thread in each process (``-j N`` uses N cores) unless the config sets ``threads``.
+    - At most ``in_flight`` shards (default: twice the processes) are submitted and not yet handed to the driver,
+      so a slow shard at the head holds back at most that many finished results in memory.
+    - A worker process that dies (killed, out of memory) breaks the pool: it is started again and the shards that
+      were lost are computed again (results unchanged), up to ``max_restarts`` times per run.
+    """
+
+    remote = True
+
+    def __init__(self, processes: int, in_flight: int | None = None, max_restarts: int = 2):
+        if processes < 1:
+            raise ValueError("processes must be at least 1")
+        self.processes = int(processes)
+        self.slots = self.processes
+        self.in_flight = int(in_flight or 2 * self.processes)
+        self.max_restarts = int(max_restarts)
+        self.restarts = 0
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_key = None  # the key the pool's processes were started with
+
+    def _key(self, key):
+        if hasattr(key, "with_threads"):  # -j N is N cores: one onnxruntime thread per process (unless --threads)
+            key = key.with_threads(1)
+        return key
+
+    def _submit(self, fn, key, b: tuple[int, int]):
+        if self._pool is not None and self._pool_key is not key:  # another run: workers with the new key
+            self.close()
+        if self._pool is None:  # the key (with the image listing) goes to each process once, not with each shard
+            self._pool = ProcessPoolExecutor(
+                self.processes, mp_context=_context(), initializer=_init_worker, initargs=(key,)
+            )
+            self._pool_key = key
+        try:
+            return self._pool.submit(_call, fn, b[0], b[1])
+        except BrokenProcessPool as e:  # it broke since the last look: handled like the shards it took down
+            f: Future = Future()
+            f.set_exception(e)
+            return f
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        plan: Any,
+        bounds: Iterable[tuple[int, int]],
+        workers: int,
+        on_done: Callable[[int, int], None] | None = None,
+    ) -> Iterator[Any]:
+        try:
+            pickle.dumps(fn)
+        except Exception as e:
+            raise TypeError(f"the shard function cannot be sent to worker processes ({e}); run with -j 1") from None
+        key = self._key(plan.key())
+        todo = deque(bounds)
+        order: deque[list] = deque()  # [bounds, future], submitted and not yet yielded, in the order of bounds
+        reported: set[tuple[int, int]] = set()
+        finished = False
+        try:
+            while todo or order:
+                while todo and len(order) < self.in_flight:
+                    b = todo.popleft()
+                    order.append([b, self._submit(fn, key, b)])
+                if not order[0][1].done():
+                    wait([f for _, f in order if not f.done()], return_when=FIRST_COMPLETED)
+                for b, f in order:
+                    if b not in reported and _succeeded(f):
+                        reported.add(b)
+                        if on_done is not None:
+                            on_done(*b)
+                b, f = order[0]
+                if not f.done():
+                    continue
+                if isinstance(f.exception(), BrokenProcessPool):
+                    self._restart()
+                    for item in order:
+                        if not _succeeded(item[1]):
+                            item[1] = self._submit(fn, key, item[0])
+                    continue
+                order.popleft()
+                reported.discard(b)
+                yield f.result()
+            finished = True
+        finally:
+            if not finished:  # an error, Ctrl-C or the caller stopped early: stop the shards still running
+                self._abort()
+
+    def _restart(self) -> None:
+        self.restarts += 1
+        self._abort()
+        if self.restarts > self.max_restarts:
+            raise OnnxFeError(
+                f"a worker process died {self.restarts} times (killed, out of memory, or it crashed: see the "
+                "messages above; a smaller --batch-size or fewer --workers need less memory); the shards finished "
+                "so far are saved and a new run resumes after them"
+            )
+
+    def _abort(self) -> None:
+        pool, self._pool = self._pool, None
+        self._pool_key = None
+        if pool is None:
+            return
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:  # a running shard is lost anyway: do not wait for it
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(10)
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        self._pool_key = None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _succeeded(f) -> bool:
+    return f.done() and not f.cancelled() and f.exception() is None

@@ -8,8 +8,10 @@ order, so that an executor can run shards anywhere without changing a number.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -21,14 +23,15 @@ import numpy as np
 from .. import __version__
 from ..config import ScoreConfig
 from ..data import Dataset, Preprocess, npz_preprocess, open_dataset, resolve_preprocess
-from ..errors import OnnxFeError
-from ..execution import SerialExecutor
+from ..errors import DataError, ModelError, OnnxFeError
+from ..execution import make_executor, prestart, will_use_processes
 from ..io.lock import default_output, output_lock
 from ..io.results import (
     STAT_COLUMNS,
     PartialWriter,
     create,
     describe_change,
+    encode_chunks,
     ensure_csv,
     is_complete_match,
     layer_summary,
@@ -36,7 +39,7 @@ from ..io.results import (
     stored_params,
 )
 from ..model.graph import ConvUnit, LoadedModel, conv_weight_l1, load_model, require_units, select_units
-from ..model.runner import MIN_SIDE, Runner, make_runner, ort_message, probe_shapes
+from ..model.runner import MIN_SIDE, Runner, load_prepared, make_runner, ort_message, probe_shapes, weights_dir
 from ..scores.entropy import entropy_table
 from ..scores.statistics import cell_statistics
 from ..topology import birth_points as _birth_points
@@ -88,18 +91,110 @@ class Plan:
     notes: list[str] = field(default_factory=list)  # what the user should be told about the run (one line each)
 
     @classmethod
-    def build(cls, config: ScoreConfig, log=None) -> Plan:
+    def build(
+        cls,
+        config: ScoreConfig,
+        log=None,
+        lean: bool = True,
+        model: LoadedModel | None = None,
+        dataset: Dataset | None = None,
+    ) -> Plan:
+        """Load and check everything. ``lean`` (the default) keeps the weights in memory once: the model object keeps
+        only its graph afterwards (see :func:`~onnx_fe.model.runner.make_runner`). ``model``, ``dataset``: the
+        config's model and images, already loaded (a worker gets them from the driver)."""
         notes: list[str] = []
-        lm, ds, pre, pre_desc, runner, units = _prepare(config, log or (lambda msg: None), notes)
+        lm, ds, pre, pre_desc, runner, units = _prepare(
+            config, log or (lambda msg: None), notes, lean=lean, lm=model, ds=dataset
+        )
         return cls(config, lm, ds, pre, pre_desc, runner, units, notes)
 
+    def key(self) -> PlanKey:
+        """What another process needs to rebuild this plan (:meth:`PlanKey.plan`) and check that it is the same."""
+        cfg = self.config.replace(
+            model=str(Path(self.config.model).resolve()), data=str(Path(self.config.data).resolve())
+        )
+        ds = self.dataset
+        listing = dataclasses.replace(ds, notes=[]) if ds.kind == "folder" else None
+        return PlanKey(cfg, self.model.sha256, ds.fingerprint(), weights_dir(self.model), listing)
 
-def _prepare(cfg: ScoreConfig, log, notes: list | None = None):
+    def release_session(self) -> None:
+        """Free the onnxruntime session (it is rebuilt if this plan runs a shard again)."""
+        self.runner.session = None
+
+
+@dataclass(frozen=True)
+class PlanKey:
+    """A plan as it travels to a worker: its config and the digests the worker's rebuilt plan must have.
+
+    :meth:`plan` builds the plan once per process (the last one is cached) and refuses a worker that sees another
+    model file or other images under the same paths. The driver's image listing (``dataset``: names, labels and the
+    sha256 of every file, for image folders) travels with the key, so a worker neither lists nor reads all the
+    images again; every image it reads is checked against its digest. A worker on the driver's machine (a local
+    pool) takes the model's graph and weights from the driver's ``prepared`` directory: it neither reads the model
+    file again nor holds another copy of the weights (they are one file, mapped by every process). Executors send a
+    key once per worker process, not once per shard.
+    """
+
+    config: ScoreConfig
+    model_sha256: str
+    data_sha256: str
+    prepared: str | None = None  # the driver's directory of the model's weights: used where it is visible
+    dataset: Dataset | None = field(default=None, compare=False, repr=False)
+
+    def with_threads(self, threads: int) -> PlanKey:
+        """This key with ``threads`` onnxruntime threads, unless the config sets them (``--threads``)."""
+        r = self.config.runner
+        if r.threads is not None:
+            return self
+        return dataclasses.replace(self, config=self.config.replace(runner=dataclasses.replace(r, threads=threads)))
+
+    def plan(self) -> Plan:
+        with _PLANS_LOCK:
+            plan = _PLANS.get(self)
+            if plan is None:
+                _PLANS.clear()  # one plan per process: a long-lived (Dask) worker frees the previous run's model
+                lm = None
+                if self.prepared is not None and os.path.isdir(self.prepared):  # same machine: share the weights
+                    lm = load_prepared(self.prepared, self.model_sha256, self.config.model)
+                ds = self.dataset
+                if ds is not None:
+                    ds = dataclasses.replace(ds, source=Path(self.config.data))
+                plan = Plan.build(self.config, model=lm, dataset=ds)
+                if plan.model.sha256 != self.model_sha256:
+                    raise ModelError(
+                        f"the model at {self.config.model} on this worker ({_host()}) is not the driver's "
+                        "(its sha256 differs)"
+                    )
+                if plan.dataset.fingerprint() != self.data_sha256:
+                    raise DataError(f"the images at {self.config.data} on this worker ({_host()}) are not the driver's")
+                _PLANS[self] = plan
+            return plan
+
+
+_PLANS: dict[PlanKey, Plan] = {}
+_PLANS_LOCK = threading.Lock()
+
+
+def _host() -> str:
+    import socket
+
+    return f"{socket.gethostname()}, pid {os.getpid()}"
+
+
+def _prepare(
+    cfg: ScoreConfig,
+    log,
+    notes: list | None = None,
+    lean: bool = False,
+    lm: LoadedModel | None = None,
+    ds: Dataset | None = None,
+):
     """Load and check the model, data and preprocessing; probe every conv's output shape; select the layers."""
     notes = [] if notes is None else notes
-    lm = load_model(cfg.model)
+    lm = lm or load_model(cfg.model)
     opts, pp = cfg.images, cfg.preprocess
-    ds = open_dataset(cfg.data, images_per_class=opts.images_per_class, classes=opts.classes, seed=opts.seed)
+    if ds is None:
+        ds = open_dataset(cfg.data, images_per_class=opts.images_per_class, classes=opts.classes, seed=opts.seed)
     notes.extend(ds.notes)
     shape = list(lm.input_shape)
     if ds.kind == "npz":
@@ -119,7 +214,9 @@ def _prepare(cfg: ScoreConfig, log, notes: list | None = None):
         pre_desc = pre.as_dict()
         if pre.note:
             notes.append(pre.note)
-    runner = make_runner(lm, lm.units, device=cfg.runner.device, threads=cfg.runner.threads)
+    # -j is the number of cores: one process with -j 1 also runs onnxruntime on one thread (unless --threads)
+    threads = cfg.runner.threads if cfg.runner.threads is not None else cfg.workers
+    runner = make_runner(lm, lm.units, device=cfg.runner.device, threads=threads, lean=lean)
     require_units(lm)
     probe_shapes(runner, lm.units, ds.load(0, 1, pre, runner.input_dtype))
     if runner.fixed_batch and runner.fixed_batch != cfg.batch_size:
@@ -155,7 +252,7 @@ def prepare(model, data, **options):
 
     Returns (loaded model, dataset, preprocess, preprocess description, runner, selected units).
     """
-    plan = Plan.build(ScoreConfig.build(model, data, **options))
+    plan = Plan.build(ScoreConfig.build(model, data, **options), lean=False)  # callers rewrite the model's graph
     return plan.model, plan.dataset, plan.preprocess, plan.preprocess_desc, plan.runner, plan.units
 
 
@@ -195,6 +292,7 @@ def score(
     progress=False,
     log=None,
     wait=False,
+    client=None,
     **options,
 ):
     """Feature entropy of every selected conv unit for every class.
@@ -205,16 +303,21 @@ def score(
     returns a :class:`ScoreResult`. Finished work is reused when called again with the same inputs and parameters;
     an interrupted run resumes from its last finished shard. Another run writing into the same output directory
     makes this one fail at once, or with ``wait=True`` wait for it. Wrong input raises :class:`OnnxFeError`.
+
+    Where the work runs: ``workers`` > 1 (default: all cores) runs shards of images in that many local processes;
+    ``client`` (a ``dask.distributed.Client``) or ``scheduler="tcp://HOST:PORT"`` runs them on a Dask cluster. The
+    results are the same bit for bit (docs/scaling.md).
     """
     if config is None:
         config = ScoreConfig.build(model, data, output, **options)
     elif model is not None or data is not None or output is not None or options:
         raise OnnxFeError("give either a config or the model, data and options, not both")
-    return run(config, progress=progress, log=log, wait=wait)
+    return run(config, progress=progress, log=log, wait=wait, client=client)
 
 
-def run(cfg: ScoreConfig, *, progress=False, log=None, executor=None, wait=False) -> ScoreResult:
+def run(cfg: ScoreConfig, *, progress=False, log=None, executor=None, wait=False, client=None) -> ScoreResult:
     """Carry out one scoring run described by ``cfg`` (see :func:`score`), its control if asked, and layers.csv.
+    ``executor``, or a Dask ``client``, says where the shards run (default: :func:`onnx_fe.execution.make_executor`).
 
     The output directory is locked for the whole run (another run into it is refused, or with ``wait`` waited
     for) before anything is written there. A previous result in it is replaced only when the new one is
@@ -222,9 +325,11 @@ def run(cfg: ScoreConfig, *, progress=False, log=None, executor=None, wait=False
     log = log or (lambda msg: None)
     out = Path(cfg.output) if cfg.output is not None else default_output(cfg.model)
     t0 = time.perf_counter()
+    if executor is None and will_use_processes(cfg.workers, client, cfg.scheduler):
+        prestart()  # the worker processes' fork server loads onnx-fe while the plan is built
     plan = Plan.build(cfg, log)  # every input is checked before anything is created or locked
     with output_lock(out, wait=wait, log=log):
-        res = _score_once(cfg, out, plan=plan, progress=progress, log=log, executor=executor, t0=t0)
+        res = _score_once(cfg, out, plan=plan, progress=progress, log=log, executor=executor, client=client, t0=t0)
         control = None
         if cfg.control == "random-init":
             from ..model.randomize import randomize
@@ -240,6 +345,7 @@ def run(cfg: ScoreConfig, *, progress=False, log=None, executor=None, wait=False
                 progress=progress,
                 log=log,
                 executor=executor,
+                client=client,
             )
             res.control = control
         res.layers = _write_layers_csv(cfg, res, control)
@@ -264,8 +370,6 @@ def _write_layers_csv(cfg: ScoreConfig, res: ScoreResult, control: ScoreResult |
             params=cfg.method.kwargs,
             n_maps=n_maps,
             k=cfg.statistics.rarefy_k,
-            # a pre-activation tap is signed: its null is signed noise, a post-activation tap's ReLU'd noise
-            relu=lay["activated"],
         )
         rows.append(
             layer_row(lay, cfg.statistics.ci_level, null=null, control=ctrl.get(lay["layer"]) if ctrl else None)
@@ -276,7 +380,7 @@ def _write_layers_csv(cfg: ScoreConfig, res: ScoreResult, control: ScoreResult |
 
 
 def _score_once(
-    cfg: ScoreConfig, out: Path, *, plan=None, progress=False, log=None, executor=None, t0=None
+    cfg: ScoreConfig, out: Path, *, plan=None, progress=False, log=None, executor=None, client=None, t0=None
 ) -> ScoreResult:
     """One model's scores into ``out`` (locked by the caller): results.h5 and scores.csv, reused or resumed
     when possible."""
@@ -340,7 +444,7 @@ def _score_once(
         start = 0
     w = PartialWriter(f, partial)
     try:
-        _run_shards(w, plan, start, workers, progress, executor or SerialExecutor())
+        _run_shards(w, plan, start, workers, progress, executor, client)
         _finish(w, lm, ds, units, cfg.statistics)
         # seconds of the call that completed the run (a resumed run counts its last part only), and when it ended
         w.set_attrs(
@@ -395,68 +499,161 @@ class ShardResult:
     birth_points: dict[int, np.ndarray] = field(default_factory=dict)  # layer index → (n, C) int32
     mean_activation: dict[int, np.ndarray] = field(default_factory=dict)  # (n, C) float32
     zero_fraction: dict[int, np.ndarray] = field(default_factory=dict)  # (n, C) float32
-    activations: dict[int, np.ndarray] = field(default_factory=dict)  # (n, C, H, W) float32, if kept
+    activations: dict[int, list] = field(default_factory=dict)  # compressed HDF5 chunks, if kept (encode_chunks)
+    device: str = "cpu"  # where this shard's inference ran
+    seconds: dict[str, float] = field(default_factory=dict)  # time per stage: load, inference, birth_points, ...
+
+
+CHUNK_PIXELS = 1 << 22  # maps are filtered in chunks of about this many pixels: memory is set by the chunk
 
 
 def compute_shard(plan: Plan, start: int, stop: int, workers: int = 1) -> ShardResult:
-    """Load images [start, stop), run the model, and compute every selected unit's birth points and baselines."""
-    ds, runner, cfg = plan.dataset, plan.runner, plan.config
+    """Load images [start, stop), run the model in batches of ``batch_size``, and compute every selected unit's
+    birth points and baselines (``workers`` threads for the birth points). Writes nothing."""
+    cfg = plan.config
+    parts: dict[int, tuple[list, list, list]] = {u.index: ([], [], []) for u in plan.units}
+    res = ShardResult(start, stop, device=plan.runner.device)
+    sec = res.seconds = dict.fromkeys(("load", "inference", "birth_points", "baselines", "encode"), 0.0)
+    for b0 in range(start, stop, cfg.batch_size):
+        b1 = min(stop, b0 + cfg.batch_size)
+        outs = dict(zip(plan.runner.outputs, _infer(plan, b0, b1, sec)))
+        for u in plan.units:
+            a = outs[u.tap]
+            for part, arr in zip(parts[u.index], _layer(plan, u, a, b0, workers, sec)):
+                part.append(arr)
+            if cfg.keep_activations:
+                t = time.perf_counter()
+                res.activations.setdefault(u.index, []).extend(_encode(a, b0, workers))
+                sec["encode"] += time.perf_counter() - t
+        del outs, a
+    for u in plan.units:
+        bp, ma, zf = (np.concatenate(p) for p in parts[u.index])
+        res.birth_points[u.index], res.mean_activation[u.index], res.zero_fraction[u.index] = bp, ma, zf
+    return res
+
+
+def _infer(plan: Plan, start: int, stop: int, sec: dict) -> list[np.ndarray]:
+    ds, runner = plan.dataset, plan.runner
+    t0 = time.perf_counter()
     x = ds.load(start, stop, plan.preprocess, runner.input_dtype)
+    t1 = time.perf_counter()
+    sec["load"] += t1 - t0
     try:
-        outs = dict(zip(runner.outputs, runner.run(x)))
+        return runner.run(x)
     except OnnxFeError:
         raise
     except Exception as ex:
         raise OnnxFeError(
             f"inference failed on images {start}..{stop - 1} ({ds.ids[start]}): {ort_message(ex)}"
         ) from None
-    res = ShardResult(start, stop)
-    for u in plan.units:
-        a = outs[u.tap]
-        b, c, h, w = a.shape
-        if not np.isfinite(a).all():
-            bad = int((~np.isfinite(a.reshape(b, -1))).any(axis=1).argmax())
-            raise OnnxFeError(f"layer {u.index} {u.name} gives NaN or ±inf on image {ds.ids[start + bad]}")
-        bp = _birth_points(
-            a.reshape(b * c, h, w),
-            method=cfg.method.method,
+    finally:
+        sec["inference"] += time.perf_counter() - t1
+
+
+def _layer(plan: Plan, u: ConvUnit, a: np.ndarray, first: int, workers: int, sec: dict):
+    """Birth points, mean activation and zero fraction (each (b, C)) of one layer's maps for images first.., a chunk
+    of maps at a time. The mean is a float64 sum of the float32 values, which is finite exactly when every value is
+    (it cannot overflow), so it is also the check for NaN and ±inf."""
+    b, c, h, w = a.shape
+    maps = a.reshape(b * c, h, w)
+    n = len(maps)
+    bp = np.empty(n, dtype=np.int32)
+    ma = np.empty(n, dtype=np.float32)
+    zf = np.empty(n, dtype=np.float32)
+    step = max(1, CHUNK_PIXELS // (h * w))
+    method = plan.config.method
+    for i in range(0, n, step):
+        t0 = time.perf_counter()
+        m = maps[i : i + step]
+        with np.errstate(invalid="ignore"):  # inf − inf: reported below as a NaN/±inf map
+            mean = m.mean(axis=(1, 2), dtype=np.float64)
+        finite = np.isfinite(mean)
+        if not finite.all():
+            bad = i + int(np.argmin(finite))
+            raise OnnxFeError(
+                f"layer {u.index} {u.name} gives NaN or ±inf on image {plan.dataset.ids[first + bad // c]}"
+            )
+        ma[i : i + step] = mean
+        zf[i : i + step] = np.count_nonzero(m == 0, axis=(1, 2)) / (h * w)
+        t1 = time.perf_counter()
+        bp[i : i + step] = _birth_points(
+            m,
+            method=method.method,
             workers=workers,
-            engine=cfg.method.engine if cfg.method.method == "cubical" else None,
-            **cfg.method.kwargs,
+            engine=method.engine if method.method == "cubical" else None,
+            **method.kwargs,
         )
-        res.birth_points[u.index] = bp.reshape(b, c)
-        res.mean_activation[u.index] = a.astype(np.float64, copy=False).mean(axis=(2, 3)).astype(np.float32)
-        res.zero_fraction[u.index] = (a == 0).mean(axis=(2, 3)).astype(np.float32)
-        if cfg.keep_activations:
-            res.activations[u.index] = a.astype(np.float32, copy=False)
-    return res
+        sec["baselines"] += t1 - t0
+        sec["birth_points"] += time.perf_counter() - t1
+    return bp.reshape(b, c), ma.reshape(b, c), zf.reshape(b, c)
 
 
-def _run_shards(w: PartialWriter, plan: Plan, start: int, workers: int, progress: bool, executor) -> None:
-    """Compute the shards from ``start`` on and write each one, in order, as it arrives."""
+def _encode(a: np.ndarray, first: int, workers: int) -> list:
+    """Compressed HDF5 chunks of the activations of images first.. (in ``workers`` threads: zlib frees the GIL)."""
+    a = a.astype(np.float32, copy=False)
+    if workers <= 1 or len(a) < 2:
+        return encode_chunks(a, first)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(workers, len(a))) as ex:
+        parts = ex.map(lambda i: encode_chunks(a[i : i + 1], first + i), range(len(a)))
+        return [c for p in parts for c in p]
+
+
+def default_shard_size(n_images: int, batch_size: int, slots: int) -> int:
+    """Images per shard when the config does not say: one inference batch; with several ``slots`` (workers), less
+    when needed so that every one gets about four shards (load balance). Results never depend on it."""
+    if slots <= 1:
+        return batch_size
+    return max(1, min(batch_size, -(-n_images // (4 * slots))))
+
+
+def _run_shards(
+    w: PartialWriter, plan: Plan, start: int, workers: int, progress: bool, executor=None, client=None
+) -> None:
+    """Compute the shards from ``start`` on (``executor``, or the one the config and ``client`` call for) and write
+    each one, in order, as soon as it and all before it are done; ``n_done`` records how far the file is written."""
     n = len(plan.dataset)
-    step = plan.config.batch_size
+    cfg = plan.config
     n_maps_per_image = sum(u.channels for u in plan.units)
-    bounds = [(s, min(n, s + step)) for s in range(start, n, step)]
-    with _progress(progress) as bar:
-        if bar is not None:
-            t_img = bar.add_task("images", total=n, completed=start)
-            t_map = bar.add_task("maps", total=n * n_maps_per_image, completed=start * n_maps_per_image)
-        for r in executor.map(compute_shard, plan, bounds, workers):
-            s, e = r.start, r.stop
-            for u in plan.units:
-                arrays = {
-                    "birth_points": r.birth_points[u.index],
-                    "mean_activation": r.mean_activation[u.index],
-                    "zero_fraction": r.zero_fraction[u.index],
-                }
-                if plan.config.keep_activations:
-                    arrays["activations"] = r.activations[u.index]
-                w.write(u.index, s, e, **arrays)
-            w.done(e)
+    own = executor is None
+    ex = make_executor(workers, client=client, scheduler=cfg.scheduler) if own else executor
+    try:
+        step = cfg.shard_size or default_shard_size(n - start, cfg.batch_size, getattr(ex, "slots", 1))
+        bounds = [(s, min(n, s + step)) for s in range(start, n, step)]
+        if getattr(ex, "remote", False):
+            plan.release_session()  # the workers run the model; the driver only writes
+        devices = set()
+        with _progress(progress) as bar:
+            on_done = None
             if bar is not None:
-                bar.advance(t_map, (e - s) * n_maps_per_image)
-                bar.advance(t_img, e - s)
+                t_img = bar.add_task("images", total=n, completed=start)
+                t_map = bar.add_task("maps", total=n * n_maps_per_image, completed=start * n_maps_per_image)
+
+                def on_done(s, e):  # as shards finish, in any order
+                    bar.advance(t_map, (e - s) * n_maps_per_image)
+                    bar.advance(t_img, e - s)
+
+            for r in ex.map(compute_shard, plan, bounds, workers, on_done=on_done):
+                s, e = r.start, r.stop
+                for u in plan.units:
+                    w.write(
+                        u.index,
+                        s,
+                        e,
+                        birth_points=r.birth_points[u.index],
+                        mean_activation=r.mean_activation[u.index],
+                        zero_fraction=r.zero_fraction[u.index],
+                    )
+                    if cfg.keep_activations:
+                        w.write_chunks(u.index, r.activations[u.index])
+                devices.add(r.device)
+                w.done(e)
+        if devices:
+            w.set_attrs(shard_devices=",".join(sorted(devices)))
+    finally:
+        if own:
+            ex.close()
 
 
 def _finish(w: PartialWriter, lm: LoadedModel, ds, units, so) -> None:

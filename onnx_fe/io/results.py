@@ -34,6 +34,7 @@ import errno
 import hashlib
 import json
 import os
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -223,14 +224,44 @@ def _fill_new(f, params, meta, classes, labels, ids, units, n_channels_hw, keep_
                     layer_key(u.index),
                     shape=(n, c, h, w),
                     dtype=np.float32,
-                    chunks=(1, min(c, max(1, (1 << 18) // (h * w * 4))), h, w),
+                    chunks=activation_chunks(c, h, w),
                     compression="gzip",
-                    compression_opts=4,
+                    compression_opts=GZIP_LEVEL,
                     shuffle=True,
                     fillvalue=np.nan,
                 )
             )
     f.flush()
+
+
+GZIP_LEVEL = 4
+
+
+def activation_chunks(c: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """HDF5 chunk shape of a layer's stored activations: one image, as many whole maps as fit in 1 MiB."""
+    return (1, min(c, max(1, (1 << 18) // (h * w * 4))), h, w)
+
+
+def encode_chunks(acts: np.ndarray, first: int) -> list[tuple[tuple[int, int, int, int], bytes]]:
+    """Activations (n, C, H, W) of images first.. as HDF5 chunks already filtered (shuffle, then deflate level 4),
+    ready for :func:`write_chunks`: the compression runs where the activations are computed, never in the writer.
+    zlib releases the GIL, so threads compress in parallel."""
+    n, c, h, w = acts.shape
+    cc = activation_chunks(c, h, w)[1]
+    out = []
+    for i in range(n):
+        for j in range(0, c, cc):
+            block = np.zeros((cc, h, w), dtype=np.float32)  # the edge chunk is padded, as HDF5 stores it
+            block[: min(cc, c - j)] = acts[i, j : j + cc]
+            shuffled = block.view(np.uint8).reshape(-1, 4).T.tobytes()  # HDF5's shuffle filter for 4-byte items
+            out.append(((first + i, j, 0, 0), zlib.compress(shuffled, GZIP_LEVEL)))
+    return out
+
+
+def write_chunks(dataset, chunks) -> None:
+    """Write chunks made by :func:`encode_chunks` as they are (no compression here)."""
+    for offset, data in chunks:
+        dataset.id.write_direct_chunk(offset, data)
 
 
 class PartialWriter:
@@ -261,6 +292,11 @@ class PartialWriter:
             for name, a in arrays.items():
                 ds = self._get(f"activations/{key}" if name == "activations" else f"layers/{key}/{name}")
                 ds[start:stop] = a
+
+    def write_chunks(self, index: int, chunks) -> None:
+        """One layer's activations as chunks the shard has already compressed (:func:`encode_chunks`)."""
+        with guarded(self.f, self.path):
+            write_chunks(self._get(f"activations/{layer_key(index)}"), chunks)
 
     def done(self, stop: int) -> None:
         """Images [0, stop) are written: record it, and flush."""

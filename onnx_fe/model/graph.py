@@ -67,6 +67,7 @@ class ConvUnit:
     weight: str | None = None
     reason: str | None = None  # why not scorable, None when scorable
     file_order: int | None = None  # position among the Conv nodes in the file (``index`` is the canonical one)
+    weight_l1: np.ndarray | None = field(default=None, repr=False, compare=False)  # set by load_model
 
     @property
     def tap_op(self) -> str:
@@ -155,6 +156,13 @@ def require_units(lm: LoadedModel) -> None:
         raise OnnxFeError(f"{lm.path.name} has no Conv layer that can be scored: " + "; ".join(lm.skipped))
     raise OnnxFeError(f"{lm.path.name} has no Conv node")
 
+    def __reduce_ex__(self, protocol):
+        # A lean runner moved the weights into this process's temporary file: another process reads the model
+        # file again (the units are found again, identically).
+        if getattr(self, "_weights_dir", None) is not None:
+            return (load_model, (self.path,))
+        return super().__reduce_ex__(protocol)
+
 
 def _hash_files(paths: list[Path]) -> str:
     h = hashlib.sha256()
@@ -165,8 +173,11 @@ def _hash_files(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def load_model(path: str | os.PathLike) -> LoadedModel:
-    """Load an ONNX model with its external data; refuse bad files with one clear line."""
+def load_model(path: str | os.PathLike, *, external_data: bool = True) -> LoadedModel:
+    """Load an ONNX model with its external data; refuse bad files with one clear line.
+
+    ``external_data=False`` leaves weights kept in side files there (the units' ``weight_l1`` is then not set).
+    """
     path = Path(path)
     if not path.exists():
         raise OnnxFeError(f"model not found: {path}")
@@ -190,7 +201,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
                     if f not in side:
                         side.append(f)
     try:
-        model = onnx.load(str(path), load_external_data=True) if side else skeleton
+        model = onnx.load(str(path), load_external_data=True) if side and external_data else skeleton
     except Exception as e:
         raise OnnxFeError(f"cannot read external weights of {path}: {e}") from None
     if len(model.graph.node) == 0:
@@ -219,6 +230,8 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     )
     lm.units = find_units(model)
     lm.skipped = skipped_convs(model)
+    for u in lm.units if external_data or not side else ():  # taken now, while the weights are in memory (a lean
+        u.weight_l1 = conv_weight_l1(model, u)  # runner moves them out, see runner.py)
     return lm
 
 
@@ -453,7 +466,13 @@ def expose(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
 
 
 def conv_weight_l1(model: onnx.ModelProto, unit: ConvUnit) -> np.ndarray | None:
-    """L1 norm of each output filter of the unit's Conv weight (None if not a constant)."""
+    """L1 norm of each output filter of the unit's Conv weight (None if not a constant).
+
+    A unit found by :func:`load_model` carries the norms taken at load time, which stay valid after a lean runner
+    has moved the weights out of the in-memory model (:func:`onnx_fe.model.runner.make_runner`).
+    """
+    if unit.weight_l1 is not None:
+        return unit.weight_l1
     if unit.weight is None:
         return None
     for t in model.graph.initializer:

@@ -77,7 +77,8 @@ def test_ctrl_c_mid_run_says_how_to_resume_and_exits_130(files, tmp_path, capsys
 
     monkeypatch.setattr(pipeline, "compute_shard", interrupted)
     out = tmp_path / "o"
-    line = one_line(capsys, "score", files / "m.onnx", files / "data", "-o", out, "-b", "2", "-q", code=130)
+    # the patch reaches shards run in this process only: -j 1
+    line = one_line(capsys, "score", files / "m.onnx", files / "data", "-o", out, "-b", "2", "-j", "1", "-q", code=130)
     assert "interrupted" in line and "run the same command again to resume" in line
     assert (out / "results.h5.partial").exists()
     monkeypatch.setattr(pipeline, "compute_shard", real)

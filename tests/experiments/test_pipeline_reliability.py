@@ -147,9 +147,9 @@ def test_changed_images_between_a_kill_and_the_resume_never_mix(files, tmp_path,
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(pipeline, "compute_shard", killed)
+    monkeypatch.setattr(pipeline, "compute_shard", killed)  # reaches shards run in this process only: workers=1
     with pytest.raises(KeyboardInterrupt):
-        onnx_fe.score(files / "m.onnx", data, out, batch_size=4, device="cpu")
+        onnx_fe.score(files / "m.onnx", data, out, batch_size=4, workers=1, device="cpu")
     with h5py.File(out / "results.h5.partial", "r") as f:
         assert f.attrs["n_done"] == 8
     monkeypatch.setattr(pipeline, "compute_shard", real)
@@ -218,9 +218,9 @@ def test_an_unreadable_partial_is_restarted_with_one_note(files, tmp_path, monke
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(pipeline, "compute_shard", killed)
+    monkeypatch.setattr(pipeline, "compute_shard", killed)  # reaches shards run in this process only: workers=1
     with pytest.raises(KeyboardInterrupt):
-        onnx_fe.score(files / "m.onnx", files / "data", out, batch_size=4, device="cpu")
+        onnx_fe.score(files / "m.onnx", files / "data", out, batch_size=4, workers=1, device="cpu")
     monkeypatch.setattr(pipeline, "compute_shard", real)
     partial = out / "results.h5.partial"
     os.truncate(partial, partial.stat().st_size // 3)  # as a full disk or a crash can leave it

@@ -82,9 +82,9 @@ def test_interrupted_run_leaves_no_complete_result_and_resumes(setup, monkeypatc
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(pipeline, "_birth_points", flaky)
+    monkeypatch.setattr(pipeline, "_birth_points", flaky)  # reaches shards run in this process only: workers=1
     with pytest.raises(KeyboardInterrupt):
-        onnx_fe.score(model, data, out, batch_size=4, device="cpu")
+        onnx_fe.score(model, data, out, batch_size=4, workers=1, device="cpu")
     assert not (out / "results.h5").exists() and not (out / "scores.csv").exists()
     with h5py.File(out / "results.h5.partial", "r") as f:
         assert f.attrs["n_done"] == 8 and not f.attrs["complete"]
