@@ -370,6 +370,8 @@ def _write_layers_csv(cfg: ScoreConfig, res: ScoreResult, control: ScoreResult |
             params=cfg.method.kwargs,
             n_maps=n_maps,
             k=cfg.statistics.rarefy_k,
+            # a pre-activation tap is signed: its null is signed noise, a post-activation tap's ReLU'd noise
+            relu=lay["activated"],
         )
         rows.append(
             layer_row(lay, cfg.statistics.ci_level, null=null, control=ctrl.get(lay["layer"]) if ctrl else None)
