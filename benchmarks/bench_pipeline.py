@@ -18,8 +18,9 @@ and the best of each is kept, so machine noise hits both sides alike: read the r
 - Stage times are summed over the shards (``ShardResult.seconds``: setup is the worker processes' own plan build,
   load is image decoding, baselines are the means and zero fractions); with -j 2 they add up to about twice the wall
   time. "write" is the driver's time between handing out results.
-- Peak memory is sampled every 20 ms over the driver and all its worker processes: the sum of their PSS (shared
-  pages such as the mapped weights count once) and the largest single RSS.
+- Peak memory is sampled over the driver and all its worker processes (every 20 ms in the memory part, every 0.25 s
+  elsewhere: the sampler's own CPU time would weigh on 2 cores): the sum of their PSS (shared pages such as the mapped
+  weights count once) and the largest single RSS; CPU time (user + system) is summed over the same processes.
 - ``baseline`` runs the code at ``--baseline`` (a checkout, e.g. ``git worktree add /tmp/old f3d3a42``) against this
   tree with ``PYTHONPATH``, on the same images and options.
 """
@@ -130,7 +131,7 @@ class _Peak:
 
 def child(spec: dict) -> dict:
     """Run one score in this process (the code on PYTHONPATH) and report times, maps and peak memory."""
-    peak = _Peak()
+    peak = _Peak(spec.get("every", 0.25))  # the sampler costs CPU itself: often only where memory is measured
     t0 = time.perf_counter()
     import h5py
 
@@ -230,10 +231,18 @@ def child(spec: dict) -> dict:
     }
 
 
-def run_child(model, data, options: dict, code: Path = ROOT, dask: int = 0) -> dict:
-    """One ``score`` in a fresh process running the code at ``code`` (on a local Dask cluster of ``dask`` workers)."""
+def run_child(model, data, options: dict, code: Path = ROOT, dask: int = 0, every: float = 0.25) -> dict:
+    """One ``score`` in a fresh process running the code at ``code`` (on a local Dask cluster of ``dask`` workers);
+    memory and CPU time are sampled every ``every`` seconds."""
     out = Path(tempfile.mkdtemp(prefix="bench-pipe-"))
-    spec = {"model": str(model), "data": str(data), "out": str(out / "o"), "options": options, "dask": dask}
+    spec = {
+        "model": str(model),
+        "data": str(data),
+        "out": str(out / "o"),
+        "options": options,
+        "dask": dask,
+        "every": every,
+    }
     env = dict(os.environ, PYTHONPATH=str(code))
     try:
         p = subprocess.run(
@@ -273,7 +282,7 @@ STAGES = ("setup", "load", "inference", "birth_points", "baselines", "write", "f
 
 
 def part_stages(args) -> str:
-    pink = pink_images()
+    pink = pink_images(max(16, args.images))
     cases = [
         ("demo (32², 200 images)", *DEMO, {"images_per_class": None}),
         (f"ResNet-18 224² ({4 * args.images} images)", net("resnet18"), pink, {"images_per_class": args.images}),
@@ -310,7 +319,7 @@ def part_stages(args) -> str:
 
 
 def part_memory(args) -> str:
-    pink = pink_images()
+    pink = pink_images(max(16, args.images))
     lines = [
         "| network | -j | -b | images | wall (s) | peak PSS, all processes (GB) | largest process RSS (GB) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -318,7 +327,7 @@ def part_memory(args) -> str:
     r18 = net("resnet18")
     for n in (1, 16):  # 4 and 64 images
         for j in (1, 2):
-            r = run_child(r18, pink, _opts(workers=j, images_per_class=n, batch_size=4))
+            r = run_child(r18, pink, _opts(workers=j, images_per_class=n, batch_size=4), every=0.02)
             lines.append(
                 f"| ResNet-18 | {j} | 4 | {r['images']} | {r['wall']:.1f} | {r['rss_total']:.2f} | {r['rss_largest']:.2f} |"
             )
@@ -331,7 +340,7 @@ def part_memory(args) -> str:
         opts = _opts(workers=j, images_per_class=8, batch_size=32)
         if code == ROOT:
             opts["shard_size"] = 32 if j == 1 else 16
-        r = run_child(vgg, pink, opts, code)
+        r = run_child(vgg, pink, opts, code, every=0.02)
         lines.append(
             f"| VGG11{tag} | {j} | 32 | {r['images']} | {r['wall']:.1f} | {r['rss_total']:.2f} | {r['rss_largest']:.2f} |"
         )
@@ -342,7 +351,7 @@ def part_memory(args) -> str:
 def part_baseline(args) -> str:
     if not args.baseline:
         raise SystemExit("baseline: give --baseline DIR (a checkout of the older code)")
-    pink = pink_images()
+    pink = pink_images(max(16, args.images))
     model = net("resnet18")
     kw = _opts(images_per_class=args.images)
     runs = {
@@ -374,7 +383,7 @@ def part_baseline(args) -> str:
 
 
 def part_scaling(args) -> str:
-    pink = pink_images()
+    pink = pink_images(max(16, args.images))
     model = net("resnet18")
     head = [
         "| method | workers | wall, 1 worker (s) | wall (s) | maps/s | speed-up | parallel efficiency |",
@@ -390,7 +399,8 @@ def part_scaling(args) -> str:
         kw = _opts(images_per_class=args.images, method=method, resamples=0)
         runs = {"-j 1": lambda kw=kw: run_child(model, pink, {**kw, "workers": 1})}
         runs["-j 2"] = lambda kw=kw: run_child(model, pink, {**kw, "workers": 2})
-        runs["Dask, 2 workers"] = lambda kw=kw: run_child(model, pink, {**kw, "workers": 1}, dask=2)
+        if not args.no_dask:
+            runs["Dask, 2 workers"] = lambda kw=kw: run_child(model, pink, {**kw, "workers": 1}, dask=2)
         res = best_of(runs, args.rounds)
         one = res["-j 1"]
         for name, r in res.items():
@@ -430,7 +440,7 @@ def part_plan(args) -> str:
     from onnx_fe.config import ScoreConfig
     from onnx_fe.experiments.score import Plan, compute_shard
 
-    pink = pink_images()
+    pink = pink_images(max(16, args.images))
     n_img = 4
     lines = [
         "| map size | maps per image | cubical (ms/map) | clique (ms/map) |",
@@ -533,6 +543,8 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=2, help="alternations of compared runs (best kept)")
     ap.add_argument("--baseline", help="a checkout of older code to compare with (part baseline)")
     ap.add_argument("--write", action="store_true", help="put the tables into docs/performance.md")
+    ap.add_argument("--no-dask", action="store_true", help="scaling: leave out the Dask LocalCluster rows")
+    ap.add_argument("--tag", default="", help="suffix of the docs block's name (keeps several runs of one part)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -547,7 +559,8 @@ def main(argv=None) -> None:
         body = PARTS[p](args)
         flags = f" --images {args.images}" if p in ("stages", "baseline", "scaling") else ""
         flags += f" --rounds {args.rounds}" if p != "memory" else ""
-        out[p] = (
+        flags += " --no-dask" if args.no_dask and p == "scaling" else ""
+        out[p + args.tag] = (
             f"Measured {time.strftime('%Y-%m-%d %H:%M')} by `python benchmarks/bench_pipeline.py {p}{flags}` on "
             f"{machine()}; load average {os.getloadavg()[0]:.1f} at the end ({time.perf_counter() - t:.0f} s).\n\n{body}"
         )
