@@ -35,7 +35,7 @@ DOCS = ROOT / "docs"
 CACHE = DOCS / ".repro-cache" / "audit"
 OUT = DOCS / "audit_issue13.md"
 
-_spec = importlib.util.spec_from_file_location("reproduce", DOCS / "reproduce.py")
+_spec = importlib.util.spec_from_file_location("reproduce", DOCS / "reproduce_v1.py")
 R = importlib.util.module_from_spec(_spec)
 sys.modules["reproduce"] = R
 _spec.loader.exec_module(R)
