@@ -42,7 +42,7 @@ SEEDS = [1, 2, 3, 4, 5]
 # depthnet (pre-registration, claim 3): stride-2 stem(s) down to 16x16, then six
 # Conv3x3(pad 1, 32)-ReLU at 16x16, global average pool, linear.
 DEPTH_DIGITS = dict(in_ch=1, stems=1, width=32, depth=6)
-DEPTH_SHAPES = dict(in_ch=3, stems=2, width=32, depth=6)
+DEPTH_SHAPES = dict(in_ch=3, stems=2, width=32, depth=6, bn=True)  # amendment 2026-12-04: BN (see the pre-registration)
 
 GENA = {  # name: (n_train, epochs, batch size)
     "genA_n6000": (6000, 10, 64),

@@ -95,19 +95,23 @@ def random_shift_flip(pad: int = 4, flip: bool = True):
     return aug
 
 
-def depthnet(in_ch: int, stems: int = 1, width: int = 32, depth: int = 6, n_classes: int = 10) -> nn.Sequential:
+def depthnet(
+    in_ch: int, stems: int = 1, width: int = 32, depth: int = 6, n_classes: int = 10, bn: bool = False
+) -> nn.Sequential:
     """Constant-map-size network (pre-registration, claim 3).
 
     ``stems`` Conv3x3(stride 2, pad 1, ``width``)-ReLU layers halve the input (digits 32 -> 16: one;
     shapes 64 -> 32 -> 16: two), then ``depth`` Conv3x3(pad 1, ``width``)-ReLU layers keep the map
-    size, then global average pooling and one Linear. Conv init as the VGGs (kaiming, fan_out).
+    size, then global average pooling and one Linear. Conv init as the VGGs (kaiming, fan_out). ``bn``: a
+    BatchNorm after every conv (Conv-BN-ReLU).
     """
     layers, c = [], in_ch
-    for _ in range(stems):
-        layers += [nn.Conv2d(c, width, 3, stride=2, padding=1), nn.ReLU()]
+    for i in range(stems + depth):
+        layers.append(nn.Conv2d(c, width, 3, stride=2 if i < stems else 1, padding=1))
+        if bn:
+            layers.append(nn.BatchNorm2d(width))
+        layers.append(nn.ReLU())
         c = width
-    for _ in range(depth):
-        layers += [nn.Conv2d(c, width, 3, padding=1), nn.ReLU()]
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, n_classes)]
     net = nn.Sequential(*layers)
     for m in net.modules():
