@@ -229,7 +229,7 @@ def figures(a: dict) -> dict:
         ax.set_xlabel("epoch")
         ax.set_ylabel("rarefied FE, conv 3 (train)")
         ax2 = ax.twinx()
-        for s, lv in d["loss"].items():
+        for lv in d["loss"].values():
             ax2.plot(range(11), lv, c="k", lw=0.5, ls="--")
         ax2.set_ylabel("training loss (dashed)")
         ax.set_title(m, fontsize=9)
@@ -288,7 +288,7 @@ CLAIM_TEXT = {
 def write_page(a: dict, paths: dict, seconds: float) -> None:
     rules, rule = a["rules"], a["rule"]
     L = []
-    rel = lambda p: Path(p).relative_to(DOCS).as_posix()  # noqa: E731
+    rel = lambda p: Path(p).relative_to(DOCS).as_posix()
     L += [
         "# Reproduction of Zhao & Zhang (ICLR 2022), v2: pre-registered, seeded, controlled",
         "",

@@ -105,17 +105,17 @@ def test_verdict_labels_come_from_the_page(rules):
 
 def test_amendments_apply_in_order():
     text = PAGE.read_text(encoding="utf-8") + (
-        '\n```json prereg-amendment\n{"date": "2026-12-01", "reason": "test", '
+        '\n```json prereg-amendment\n{"date": "2099-01-01", "reason": "test", '
         '"claims": [{"id": "5B", "margin": 1}, {"id": "7", "name": "new", "direction": -1}], '
         '"primary_quantity_default": {"k": 10}}\n```\n'
-        '\n```json prereg-amendment\n{"date": "2026-12-02", "reason": "test 2", "primary_quantity_default": {"k": 8}}\n```\n'
+        '\n```json prereg-amendment\n{"date": "2099-01-02", "reason": "test 2", "primary_quantity_default": {"k": 8}}\n```\n'
     )
     rules = prereg.parse(text)
     assert rules["primary_quantity_default"] == {"name": "fe_rarefied", "k": 8}
     assert prereg.claim(rules, "5B")["margin"] == 1
     assert prereg.claim(rules, "5B")["direction"] == 1  # untouched keys stay
     assert [c["id"] for c in rules["claims"]][-1] == "7"
-    assert [a["date"] for a in rules["amendments"]][-2:] == ["2026-12-01", "2026-12-02"]
+    assert [a["date"] for a in rules["amendments"]][-2:] == ["2099-01-01", "2099-01-02"]
 
 
 @pytest.mark.parametrize(
