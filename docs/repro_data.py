@@ -263,6 +263,9 @@ def ablation_record(
     layers = sorted({i for n in names for i in orders[n]})
     for li in layers:
         u = units[li]
+        channels = len(orders[names[0]][li])
+        if any(sorted(map(int, orders[n][li])) != list(range(channels)) for n in names):
+            raise ValueError(f"layer {li}: every order must be a permutation of the same units")
         masked, info = add_unit_masks(m, [u.tap])
         mask = info[u.tap][0]
         prefix, pre_out, suffix, ext = split_at(masked, u.tap, out, {inp, mask})
@@ -272,20 +275,20 @@ def ablation_record(
         if inp in ext:
             feeds[inp] = x
         suf = session(suffix)
-        counts = removal_counts(u.channels, steps)
+        counts = removal_counts(channels, steps)
         hits = np.zeros((len(names), 2, len(counts), len(y)), dtype=bool)
         for a, n in enumerate(names):
             order = np.asarray(orders[n][li])
             for d, seq in enumerate((order, order[::-1])):
                 for b, r in enumerate(counts):
-                    mvec = np.ones((1, u.channels, 1, 1), dtype=np.float32)
+                    mvec = np.ones((1, channels, 1, 1), dtype=np.float32)
                     mvec[0, seq[:r], 0, 0] = 0.0
                     feeds[mask] = mvec
                     logits = suf.run([out], feeds)[0]
                     hits[a, d, b] = logits.argmax(axis=1) == y
         arrays[f"hits_{li:03d}"] = np.packbits(hits, axis=-1)
         arrays[f"counts_{li:03d}"] = np.asarray(counts, dtype=np.int16)
-        arrays[f"channels_{li:03d}"] = np.asarray(u.channels)
+        arrays[f"channels_{li:03d}"] = np.asarray(channels)
     arrays["names"] = np.array(names)
     arrays["layers"] = np.asarray(layers, dtype=np.int16)
     arrays["n_images"] = np.asarray(len(y))
