@@ -158,34 +158,41 @@ class Store:
             self._rec[key] = rec
         return self._rec[key]
 
-    def cells(self, seed, name, method, layer_index, rows=None) -> dict:
-        """Every quantity of every cell of one layer under every weighting, (P, K, C) each. ``rows``: a boolean mask
-        of the folder's images to use (the folder's weights restricted to them)."""
+    def cells(self, seed, name, method, layer_index, rows=None, rows_key=None, point_only=False) -> dict:
+        """Every quantity of every cell of one layer under every weighting, (P, K, C) each (``point_only``: row 0
+        only). ``rows``: a boolean mask of the folder's images to use (the folder's weights restricted to them),
+        named by ``rows_key`` in the cache of layer values, which is filled on the way."""
         rec = self.record(seed, name, method)
         layer = next(x for x in rec["layers"] if x["index"] == layer_index)
         w = self.weights[rec["folder"]]
+        if point_only:
+            w = w[:1]
         bp, labels = layer["bp"], rec["labels"]
         if rows is not None:
             bp, labels, w = bp[rows], labels[rows], w[:, rows]
-        return S.cell_values(bp, labels, w, self.k)
+        c = S.cell_values(bp, labels, w, self.k)
+        if not point_only:
+            key = (seed, name, method, rows_key, layer_index)
+            if key not in self._lv:
+                v = {q: S.layer_value(c[q]) for q in S.QUANTITIES}
+                v["size"] = layer["height"]
+                v["coverage"] = S.coverage(c["fe_rarefied"])
+                self._lv[key] = v
+        return c
 
     def layer_values(self, seed, name, method, rows_key=None, rows=None) -> dict:
         """{layer index: {"size": side, quantity: (P,) values, "coverage": share of cells with a rarefied value}}
         for the eligible layers of a record."""
-        key = (seed, name, method, rows_key)
-        if key not in self._lv:
-            rec = self.record(seed, name, method)
-            out = {}
-            for layer in rec["layers"]:
-                if min(layer["height"], layer["width"]) < self.min_side:
-                    continue
-                c = self.cells(seed, name, method, layer["index"], rows)
-                v = {q: S.layer_value(c[q]) for q in S.QUANTITIES}
-                v["size"] = layer["height"]
-                v["coverage"] = S.coverage(c["fe_rarefied"])
-                out[layer["index"]] = v
-            self._lv[key] = out
-        return self._lv[key]
+        rec = self.record(seed, name, method)
+        out = {}
+        for layer in rec["layers"]:
+            if min(layer["height"], layer["width"]) < self.min_side:
+                continue
+            key = (seed, name, method, rows_key, layer["index"])
+            if key not in self._lv:
+                self.cells(seed, name, method, layer["index"], rows, rows_key)
+            out[layer["index"]] = self._lv[key]
+        return out
 
 
 # --------------------------------------------------------------------------- the claims' per-seed effects

@@ -93,13 +93,18 @@ def rebuild(build_python: str, jobs: int) -> None:
 # --------------------------------------------------------------------------- the analysis
 
 
-def analyse(n_resamples: int | None) -> dict:
+def _context(n_resamples):
     rules = prereg.load()
     rule = json.loads((RESULTS / "cubical_rule.json").read_text())
-    threshold = int(rule["threshold"])
-    st = RC.Store(RESULTS, rules, threshold, n_resamples)
-    cards = load_cards(SEEDS)
+    st = RC.Store(RESULTS, rules, int(rule["threshold"]), n_resamples)
     seeds = [s for s in SEEDS if (RESULTS / f"s{s}").exists()]
+    return rules, rule, st, seeds
+
+
+def analyse_method(method: str, n_resamples: int | None) -> dict:
+    """Every claim's effects and summaries for one method (run in its own process)."""
+    rules, _, st, seeds = _context(n_resamples)
+    cards = load_cards(SEEDS)
     claims = {c["id"]: c for c in rules["claims"]}
     loss_cards = {s: cards[s]["shapes_vgg"] for s in seeds if "shapes_vgg" in cards.get(s, {})}
     accs = {
@@ -107,30 +112,42 @@ def analyse(n_resamples: int | None) -> dict:
         for s in seeds
         if all(u in cards.get(s, {}) for u in RC.GENA_N)
     }
-    out = {"threshold": threshold, "rule": rule, "rules": rules, "claims": {}, "n_resamples": st.n_resamples}
     ablations = {}
     for s in seeds:
         for fam in ("digits_vgg", "shapes_vgg"):
             p = RESULTS / f"s{s}" / f"{fam}__ablation__test.npz"
             if p.exists():
                 ablations[(s, fam)] = D.load_ablation(p)
-    for method in METHODS:
-        runs = {
-            "1": RC.claim_1(st, seeds, method, claims["1"]["margin"]),
-            "2": RC.claim_2(st, seeds, method),
-            "3": RC.claim_3(st, seeds, method),
-            "4": RC.claim_4(st, seeds, method, loss_cards),
-            "5A": RC.claim_5a(st, seeds, method, accs),
-            "5B": RC.claim_5b(st, seeds, method),
-            "6": RC.claim_6(st, seeds, method, ablations),
-        }
-        for cid, (eff, desc) in runs.items():
-            c = claims[cid]
-            primary = {"fe_rarefied": "fe_rarefied", "fe": "fe"}.get(c["primary"], c["primary"])
-            res = {q: RC.summarise(per, c["direction"], rules, primary=(q == primary)) for q, per in eff.items() if per}
-            out["claims"].setdefault(cid, {})[method] = {"primary": primary, "results": res, "desc": desc}
+    runs = {
+        "1": lambda: RC.claim_1(st, seeds, method, claims["1"]["margin"]),
+        "2": lambda: RC.claim_2(st, seeds, method),
+        "3": lambda: RC.claim_3(st, seeds, method),
+        "4": lambda: RC.claim_4(st, seeds, method, loss_cards),
+        "5A": lambda: RC.claim_5a(st, seeds, method, accs),
+        "5B": lambda: RC.claim_5b(st, seeds, method),
+        "6": lambda: RC.claim_6(st, seeds, method, ablations),
+    }
+    out = {}
+    for cid, run in runs.items():
+        eff, desc = run()
+        c = claims[cid]
+        primary = c["primary"]
+        res = {q: RC.summarise(per, c["direction"], rules, primary=(q == primary)) for q, per in eff.items() if per}
+        out[cid] = {"primary": primary, "results": res, "desc": desc}
+    return out
+
+
+def analyse(n_resamples: int | None, jobs: int = 2) -> dict:
+    import concurrent.futures as cf
+
+    rules, rule, st, seeds = _context(n_resamples)
+    with cf.ProcessPoolExecutor(min(jobs, len(METHODS))) as ex:
+        per_method = dict(zip(METHODS, ex.map(analyse_method, METHODS, [n_resamples] * len(METHODS))))
+    out = {"threshold": st.threshold, "rule": rule, "rules": rules, "claims": {}, "n_resamples": st.n_resamples}
+    for cid in per_method[METHODS[0]]:
+        out["claims"][cid] = {m: per_method[m][cid] for m in METHODS}
     out["agreement"] = agreement(st, seeds)
-    out["accuracy"] = accuracies(cards)
+    out["accuracy"] = accuracies(load_cards(SEEDS))
     return out
 
 
@@ -150,8 +167,8 @@ def agreement(st, seeds) -> dict:
                 lb = next(x for x in b["layers"] if x["index"] == la["index"])
                 if min(la["height"], la["width"]) < st.min_side:
                     continue
-                ua = S.unit_values(st.cells(s, name, "cubical", la["index"])["fe"][:1])[0]
-                ub = S.unit_values(st.cells(s, name, "clique", la["index"])["fe"][:1])[0]
+                ua = S.unit_values(st.cells(s, name, "cubical", la["index"], point_only=True)["fe"])[0]
+                ub = S.unit_values(st.cells(s, name, "clique", la["index"], point_only=True)["fe"])[0]
                 with np.errstate(invalid="ignore"):
                     r_units = float(spearmanr(ua, ub).statistic)
                     r_maps = float(spearmanr(la["bp"].ravel(), lb["bp"].ravel()).statistic)
@@ -529,7 +546,7 @@ def main(argv=None) -> None:
     t0 = time.time()
     if a.rebuild:
         rebuild(a.build_python, a.jobs)
-    res = analyse(a.resamples)
+    res = analyse(a.resamples, a.jobs)
     paths = figures(res)
     write_page(res, paths, time.time() - t0)
     (RESULTS / "summary.json").write_text(
