@@ -259,10 +259,22 @@ def claim_1(st: Store, seeds, method: str, margin: float) -> tuple[dict, dict]:
 def claim_2(st: Store, seeds, method: str) -> tuple[dict, dict]:
     fams = ("digits_vgg", "shapes_vgg", "shapes_vgg_bn", "shapes_resnet")
     eff = {q: {} for q in S.QUANTITIES}
+    eff["fe_rarefied_vs_randomize_twin"] = {}
     desc = {"per_family": {f: {} for f in fams}, "coverage": {}}
     for s in seeds:
         if not all(st.has(s, f"{f}__{r}__test", method) for f in fams for r in _roles(f)):
             continue
+        if all(st.has(s, f"{f}__randomize__test", method) for f in fams):
+            eff["fe_rarefied_vs_randomize_twin"][s] = S.mean_over(
+                [
+                    _diff_over_layers(
+                        st.layer_values(s, f"{f}__converged__test", method),
+                        st.layer_values(s, f"{f}__randomize__test", method),
+                        "fe_rarefied",
+                    )
+                    for f in fams
+                ]
+            )
         for q in S.QUANTITIES:
             per = []
             for f in fams:

@@ -67,6 +67,13 @@ def jobs(seed: int) -> list[dict]:
     ):
         for role in ("converged", "init"):
             add(unit, role, role, data, "test")
+    for unit, data in (
+        ("digits_vgg", "digits"),
+        ("shapes_vgg", "shapes"),
+        ("shapes_vgg_bn", "shapes"),
+        ("shapes_resnet", "shapes"),
+    ):  # claim 2's secondary control: the converged network's `onnx-fe randomize --seed <seed>` twin
+        add(unit, "randomize", "randomize", data, "test")
     for ep in range(0, 10):  # claim 4 (epoch 10 = the converged record on train, all eligible layers)
         add("shapes_vgg", f"epoch_{ep:02d}", f"epoch_{ep:02d}", "shapes", "train", [LAST_ELIGIBLE])
     for unit in GENA + GENB:
@@ -135,6 +142,12 @@ def run_job(j: dict) -> tuple[str, float]:
     if j["model"] == "rescaled":
         src = udir / ("converged.onnx" if j["unit"] == "digits_vgg" else "epoch_10.onnx")
         model = D.rescaled_twin(src, udir / "rescaled.onnx", layer=0, alpha=3.0)
+    elif j["model"] == "randomize":
+        import onnx_fe
+
+        src = udir / ("epoch_10.onnx" if j["unit"] == "shapes_vgg" else "converged.onnx")
+        model = udir / "randomize.onnx"
+        onnx_fe.randomize(src, model, seed=j["seed"])
     else:
         model = udir / f"{j['model']}.onnx"
     data = FOLDER[j["data"]] / j["split"]

@@ -43,6 +43,7 @@ QLABEL = {
     "birth_rate": "birth rate",
     "trained_only_slope": "slope of the trained networks' rarefied FE alone (uncontrolled)",
     "gap_slope_vgg_resnet": "gap slope in the VGG/ResNet families (map size changes with depth)",
+    "fe_rarefied_vs_randomize_twin": "rarefied FE, trained − `onnx-fe randomize` twin (secondary control)",
     "fe_rarefied_common_200": "rarefied FE on the images all four saw (first 200)",
     "ineffectiveness_reference_rule": "FE ranking, reference rule (ineffectiveness, < 0.1 last)",
     "ineffectiveness_plain": "plain ineffectiveness ranking",
@@ -317,6 +318,11 @@ def write_page(a: dict, paths: dict, seconds: float) -> None:
         + ("" if a["n_resamples"] == rules["ci"]["image_resamples"] else ", **not the registered 1000**")
         + "). `python docs/reproduce.py --rebuild` retrains seeds 1–5 and rescores everything first.",
         "",
+        "From the committed results the page is the same on every run (fixed random seeds; "
+        "`tests/docs/test_reproduction_page.py` recomputes every per-seed effect and checks the verdicts). A "
+        "`--rebuild` on another CPU or torch build trains weights that differ in the last bits "
+        "(models/README.md), so its numbers can differ.",
+        "",
         "Every rule on this page was fixed in [preregistration.md](preregistration.md) before any network below "
         "existed (the git history shows the page before the results). Each claim gets one verdict per method from "
         "the 95 % CI of its effect: **reproduced** (CI excludes 0 in the paper's direction), **contradicted** (CI "
@@ -439,13 +445,26 @@ def write_page(a: dict, paths: dict, seconds: float) -> None:
             "indicator, not about the paper's feature entropy.",
             "",
         ]
+    # budget
+    cards = load_cards(SEEDS)
+    train_s = {s: sum(c.get("seconds", 0.0) for c in cs.values()) for s, cs in cards.items()}
+    size = sum(p.stat().st_size for p in RESULTS.rglob("*") if p.is_file())
+    if train_s:
+        L += [
+            "## Cost",
+            "",
+            f"- Training (build cards, one torch thread per unit): {sum(train_s.values()) / 3600:.2f} CPU-hours for "
+            + ", ".join(f"seed {s} {v / 60:.0f} min" for s, v in sorted(train_s.items()))
+            + "; with `-j 2` on 2 cores that is about half in wall time.",
+            f"- Committed results (`docs/repro-results/`): {size / 1e6:.1f} MB.",
+            f"- This page: {seconds / 60:.1f} min from the committed results.",
+            "",
+        ]
     L += [
         "## What this page does not show",
         "",
         "- One small data set per family (digits 8×8 upsampled, procedural shapes), small networks trained on 2 CPU "
         "cores; the paper's ImageNet-scale networks are not rerun.",
-        "- The noise null (`null_fe`) and the `onnx-fe randomize` twin, registered as secondary controls of claims 2 "
-        "and 3, are not computed here; the registered primary control (the same run's init) is.",
         "- Claim 5B's secondary reading on the labels each network was trained on is not computed.",
         "- The seed-0 networks (the zoo) are exploration only: the old page's tables are in the git history "
         "(docs/reproduce_v1.py), with the audit in [audit_issue13.md](audit_issue13.md).",
@@ -499,7 +518,36 @@ def claim_details(cid: str, by: dict, a: dict) -> list[str]:
             "",
         ]
     elif cid == "3":
-        L += [f"![depth]({Path(IMG / 'repro2_depth.png').relative_to(DOCS).as_posix()})", ""]
+        from onnx_fe.scores.statistics import noise_null
+
+        rows = []
+        for m in METHODS:
+            params = {"resolution": 100, "threshold": a["threshold"]} if m == "cubical" else dict(D.METHOD_PARAMS[m])
+            null = noise_null(16, 16, method=m, params=params, n_maps=50, k=5)
+            for fam, per in by[m]["desc"]["trained_by_layer"].items():
+                if not per:
+                    continue
+                tr = np.nanmean(np.array(list(per.values())), axis=0)
+                gap = np.nanmean(np.array(list(by[m]["desc"]["gap_by_layer"][fam].values())), axis=0)
+                rows.append(
+                    [
+                        m,
+                        fam,
+                        " ".join(f"{v:.2f}" for v in tr),
+                        " ".join(f"{v:+.3f}" for v in gap),
+                        f"{null.fe_rarefied:.2f}",
+                    ]
+                )
+        L += [
+            "Per layer (0–5, all 16×16, post-ReLU), mean over seeds: the trained networks' rarefied FE, the gap trained − "
+            "init, and the rarefied FE of ReLU'd Gaussian noise maps of the same size (onnx-fe's noise null, 16 units "
+            "× 50 maps), which is one constant for all six layers because map size and tap kind are fixed.",
+            "",
+            table(["method", "family", "trained, layers 0–5", "gap, layers 0–5", "noise null"], rows),
+            "",
+            f"![depth]({Path(IMG / 'repro2_depth.png').relative_to(DOCS).as_posix()})",
+            "",
+        ]
     elif cid == "4":
         L += [f"![training]({Path(IMG / 'repro2_training.png').relative_to(DOCS).as_posix()})", ""]
     elif cid in ("5A", "5B"):
