@@ -3,7 +3,7 @@
     python docs/audit_issue13.py            # scores are cached in docs/.repro-cache/audit/ (git-ignored)
     python docs/audit_issue13.py --fresh    # recompute everything
 
-Every number that docs/method.md, docs/outputs.md, docs/reproduction.md and models/README.md quote in their
+Every number that docs/method.md, docs/outputs.md, docs/reproduction_v1.md and models/README.md quote in their
 corrections comes from this script, run on the committed zoo (seed-0 networks, the exploration set of
 docs/preregistration.md). Nothing here is a verdict.
 """
@@ -544,7 +544,7 @@ def main(argv=None) -> None:
         "## Maps smaller than 8×8 (4×4) do have birth points",
         "",
         "Every scorable layer with maps smaller than 8×8, in every zoo network except the demo and the Keras twin,"
-        " on the split its claim uses in reproduction.md (test; training split for the per-epoch checkpoints and"
+        " on the split its claim uses in reproduction_v1.md (test; training split for the per-epoch checkpoints and"
         " sets A and B). Mean over all units × images.",
         "",
         f"- VGG-style networks: cubical birth rate {rng_of(vgg, 'cubical')}, clique {rng_of(vgg, 'clique')}.",
@@ -693,7 +693,7 @@ def main(argv=None) -> None:
         "",
     ]
     lines += [
-        "## Numbers behind the notes on reproduction.md's verdicts",
+        "## Numbers behind the notes on reproduction_v1.md's verdicts",
         "",
         "Claim 3. Per-layer mean FE over the layers with maps of at least 8×8 (test split), raw and rarefied to"
         " k = 5 birth points per cell (the exact expected entropy of 5 of the cell's birth points drawn without"

@@ -466,8 +466,9 @@ def write_page(a: dict, paths: dict, seconds: float) -> None:
         "- One small data set per family (digits 8×8 upsampled, procedural shapes), small networks trained on 2 CPU "
         "cores; the paper's ImageNet-scale networks are not rerun.",
         "- Claim 5B's secondary reading on the labels each network was trained on is not computed.",
-        "- The seed-0 networks (the zoo) are exploration only: the old page's tables are in the git history "
-        "(docs/reproduce_v1.py), with the audit in [audit_issue13.md](audit_issue13.md).",
+        "- The seed-0 networks (the zoo) are exploration only: their page, with rules written after the data were "
+        "seen, is [reproduction_v1.md](reproduction_v1.md) (`docs/reproduce_v1.py`), audited in "
+        "[audit_issue13.md](audit_issue13.md).",
         "",
     ]
     PAGE.write_text("\n".join(L))

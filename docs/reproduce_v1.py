@@ -1,7 +1,7 @@
-"""Reproduce the paper's claims on the committed models: writes docs/reproduction.md and docs/img/repro_*.png.
+"""Reproduce the paper's claims on the committed models: writes docs/reproduction_v1.md and docs/img/repro_*.png.
 
-    python docs/reproduce.py            # everything (cached scores are reused)
-    python docs/reproduce.py --fresh    # recompute every score
+    python docs/reproduce_v1.py            # everything (cached scores are reused)
+    python docs/reproduce_v1.py --fresh    # recompute every score
 
 Needs only the scoring install plus matplotlib and pandas (`pip install -e ".[test]"`). Scores are cached in
 docs/.repro-cache/ (git-ignored), one onnx-fe output folder per model × data × method × parameters, so a re-run
@@ -223,7 +223,7 @@ AUDIT_NOTE = [
     "data were seen. [preregistration.md](preregistration.md) fixes both for a rerun on new training seeds, with a "
     "control for every claim and a verdict only from a 95 % CI (reproduced, contradicted or inconclusive; no "
     '"partly"). Until then read the verdicts on this page as exploratory. Measured in '
-    "[audit_issue13.md](audit_issue13.md#numbers-behind-the-notes-on-reproductionmds-verdicts):",
+    "[audit_issue13.md](audit_issue13.md#numbers-behind-the-notes-on-reproduction_v1mds-verdicts):",
     ">",
     '> - **Claim 3, "reproduced", is not supported.** The rule was any ρ < 0. The random-init networks fall with depth '
     "as much (ρ = −1.00 for digits with both methods, and for shapes with clique), and structureless noise alone gets "
@@ -773,8 +773,8 @@ def main(argv=None) -> None:
         "in that run (the first full run scores everything).",
         "",
     ]
-    (DOCS / "reproduction.md").write_text("\n".join(head + out + tail))
-    print(f"wrote {DOCS / 'reproduction.md'} in {total:.0f} s", file=sys.stderr)
+    (DOCS / "reproduction_v1.md").write_text("\n".join(head + out + tail))
+    print(f"wrote {DOCS / 'reproduction_v1.md'} in {total:.0f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":
