@@ -29,11 +29,28 @@ FORMAT = "onnx-fe-repro/2"
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from onnx_fe.data.dataset import file_digest
+
+    return file_digest(Path(path))
+
+
+def _is_current(out_npz: Path, key: dict) -> bool:
+    """Whether ``out_npz`` exists and was made from the inputs that ``key`` describes."""
+    if not out_npz.exists():
+        return False
+    try:
+        with np.load(out_npz, allow_pickle=False) as z:
+            return json.loads(str(z["key"])) == key
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _save(out_npz: Path, arrays: dict) -> None:
+    """Write the record whole or not at all (a .partial file renamed when complete)."""
+    out_npz.parent.mkdir(parents=True, exist_ok=True)
+    part = out_npz.with_suffix(".partial.npz")
+    np.savez_compressed(part, **arrays)
+    part.replace(out_npz)
 
 
 def censor(bp: np.ndarray, threshold: int) -> np.ndarray:
@@ -75,13 +92,8 @@ def score_record(
         "layers": layers,
         "min_side": min_side,
     }
-    if out_npz.exists():
-        try:
-            with np.load(out_npz, allow_pickle=False) as z:
-                if json.loads(str(z["key"])) == key:
-                    return out_npz
-        except (OSError, ValueError, KeyError):
-            pass
+    if _is_current(out_npz, key):
+        return out_npz
     tmp = Path(tempfile.mkdtemp(prefix="repro-"))
     try:
         data = folder
@@ -240,13 +252,8 @@ def ablation_record(
         "orders": {n: {str(i): [int(u) for u in o] for i, o in sorted(orders[n].items())} for n in names},
         "steps": steps,
     }
-    if out_npz.exists():
-        try:
-            with np.load(out_npz, allow_pickle=False) as z:
-                if json.loads(str(z["key"])) == key:
-                    return out_npz
-        except (OSError, ValueError, KeyError):
-            pass
+    if _is_current(out_npz, key):
+        return out_npz
     m = onnx.load(model)
     units = {u.index: u for u in find_units(m)}
     x = load_folder(Path(folder), color, ids)
@@ -293,10 +300,7 @@ def ablation_record(
     arrays["layers"] = np.asarray(layers, dtype=np.int16)
     arrays["n_images"] = np.asarray(len(y))
     arrays["key"] = np.array(json.dumps(key))
-    out_npz.parent.mkdir(parents=True, exist_ok=True)
-    part = out_npz.with_suffix(".partial.npz")
-    np.savez_compressed(part, **arrays)
-    part.replace(out_npz)
+    _save(out_npz, arrays)
     return out_npz
 
 

@@ -20,11 +20,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 import onnx_fe
-from onnx_fe.model.graph import find_units
 from onnx_fe.topology import CUBICAL_DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,31 +108,11 @@ def layer_stats(h5: Path) -> list[dict]:
 
 
 def rescaled_twin(src: Path, dst: Path, layer: int, alpha: float) -> Path:
-    """Scale conv `layer`'s weights and bias by alpha > 0 and the next conv's weights by 1/alpha.
+    """Conv ``layer`` × alpha, the next conv's weights × 1/alpha (the ONNX edit of docs/repro_data.py)."""
+    sys.path.insert(0, str(DOCS))
+    import repro_data
 
-    With a positively homogeneous activation (ReLU) and no normalisation in between, the network computes the
-    same function; only magnitudes inside change.
-    """
-    m = onnx.load(src)
-    units = find_units(m)
-    inits = {t.name: t for t in m.graph.initializer}
-    conv = {n.name or n.output[0]: n for n in m.graph.node if n.op_type == "Conv"}
-
-    def scale_init(name, s):
-        t = inits[name]
-        t.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(t).astype(np.float64) * s).astype(np.float32), name))
-
-    a, b = units[layer], units[layer + 1]
-    if any(op not in ("Conv", "Relu", "MaxPool") for op in a.chain):
-        raise ValueError(f"layer {layer} chain {a.chain} is not positively homogeneous")
-    na = conv[a.name]
-    scale_init(na.input[1], alpha)
-    if len(na.input) > 2:
-        scale_init(na.input[2], alpha)
-    scale_init(conv[b.name].input[1], 1 / alpha)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(m, dst)
-    return dst
+    return repro_data.rescaled_twin(src, dst, layer=layer, alpha=alpha)
 
 
 # ---------------------------------------------------------------- statistics and output helpers
