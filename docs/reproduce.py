@@ -203,9 +203,11 @@ def figures(a: dict) -> dict:
     for ax, (cid, by) in zip(axes, a["claims"].items()):
         for k, m in enumerate(METHODS):
             r = by[m]["results"].get(by[m]["primary"])
-            if not r or not np.isfinite(r["mean"]):
+            if not r:
                 continue
-            ax.errorbar(k, r["mean"], yerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]], fmt="o", capsize=4)
+            if np.isfinite(r["mean"]):
+                yerr = [[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]]
+                ax.errorbar(k, r["mean"], yerr=yerr, fmt="o", capsize=4)
             ax.scatter(np.full(len(r["per_seed"]), k + 0.15), r["per_seed"], s=8, c="grey")
         ax.axhline(0, c="k", lw=0.6)
         d = "+" if a["rules"]["claims"][[c["id"] for c in a["rules"]["claims"]].index(cid)]["direction"] > 0 else "−"
