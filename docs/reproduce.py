@@ -94,6 +94,17 @@ def rebuild(build_python: str, jobs: int) -> None:
 # --------------------------------------------------------------------------- the analysis
 
 
+CLAIM_UNITS = {
+    "1": ("digits_vgg", "shapes_vgg"),
+    "2": ("digits_vgg", "shapes_vgg", "shapes_vgg_bn", "shapes_resnet"),
+    "3": ("depthnet_digits", "depthnet_shapes"),
+    "4": ("shapes_vgg",),
+    "5A": tuple(RC.GENA_N),
+    "5B": tuple(f"genB_{r:.1f}" for r in RC.GENB),
+    "6": ("digits_vgg", "shapes_vgg"),
+}
+
+
 def _context(n_resamples):
     rules = prereg.load()
     rule = json.loads((RESULTS / "cubical_rule.json").read_text())
@@ -128,6 +139,7 @@ def analyse_method(method: str, n_resamples: int | None) -> dict:
         "5B": lambda: RC.claim_5b(st, seeds, method),
         "6": lambda: RC.claim_6(st, seeds, method, ablations),
     }
+    failed = failed_networks(cards)
     out = {}
     for cid, run in runs.items():
         eff, desc = run()
@@ -135,6 +147,10 @@ def analyse_method(method: str, n_resamples: int | None) -> dict:
         primary = c["primary"]
         res = {q: RC.summarise(per, c["direction"], rules, primary=(q == primary)) for q, per in eff.items() if per}
         out[cid] = {"primary": primary, "results": res, "desc": desc}
+        bad = sorted({s for s, u, _ in failed if u in CLAIM_UNITS[cid]})
+        if bad and eff.get(primary):
+            sens = RC.summarise({s: e for s, e in eff[primary].items() if s not in bad}, c["direction"], rules, True)
+            out[cid]["sensitivity"] = {"without_seeds": bad, **sens}
     return out
 
 
@@ -175,6 +191,19 @@ def agreement(st, seeds) -> dict:
                     r_maps = float(spearmanr(la["bp"].ravel(), lb["bp"].ravel()).statistic)
                 rows.append({"family": fam, "seed": s, "layer": la["index"], "units": r_units, "maps": r_maps})
     return {"rows": rows}
+
+
+def failed_networks(cards) -> list[tuple[int, str, float]]:
+    """(seed, unit, training accuracy) of the converged networks that stayed at chance (train accuracy < 0.2). genB
+    networks are judged on the labels they were trained on."""
+    out = []
+    for s, cs in sorted(cards.items()):
+        for unit, c in sorted(cs.items()):
+            m = c["models"]
+            key = "converged" if "converged" in m else "epoch_10"
+            if m[key]["train_acc"] < 0.2:
+                out.append((s, unit, m[key]["train_acc"]))
+    return out
 
 
 def accuracies(cards) -> dict:
@@ -265,7 +294,8 @@ def figures(a: dict) -> dict:
         d = a["claims"]["5A"][m]["desc"]
         ax = axes[2 * k]
         for s in d["value"]:
-            ax.plot(d["acc"][s], d["value"][s], marker="o", lw=0.8, label=f"seed {s}")
+            order = np.argsort(d["acc"][s])
+            ax.plot(np.array(d["acc"][s])[order], np.array(d["value"][s])[order], marker="o", lw=0.8, label=f"seed {s}")
         ax.set_xlabel("test accuracy (set A)")
         ax.set_ylabel("rarefied FE, conv 3 (own training images)")
         ax.set_title(f"5A {m}", fontsize=9)
@@ -405,6 +435,7 @@ def write_page(a: dict, paths: dict, seconds: float) -> None:
     L += ["## The networks (seeds 1–5)", ""]
     acc = a["accuracy"]
     rows = [[u] + [f"{acc[u].get(s, float('nan')):.3f}" for s in SEEDS] for u in sorted(acc)]
+    failed = failed_networks(load_cards(SEEDS))
     L += [
         "Test accuracy of the converged network of every family and seed (from the build cards; the init networks "
         "are at chance). Recipes as in `models/build.py` with the seed as the only change "
@@ -413,6 +444,14 @@ def write_page(a: dict, paths: dict, seconds: float) -> None:
         table(["family"] + [f"seed {s}" for s in SEEDS], rows),
         "",
     ]
+    if failed:
+        L += [
+            "Networks that did not learn (training accuracy below 0.2, i.e. at chance on 10 classes): "
+            + ", ".join(f"seed {s} {u} (train {acc:.3f})" for s, u, acc in failed)
+            + ". The registered analysis has no exclusion rule, so they are in every number below; where a claim "
+            "uses one, its section adds the effect without that seed as an *unregistered* sensitivity check.",
+            "",
+        ]
 
     # per claim
     for cid, by in a["claims"].items():
@@ -431,6 +470,17 @@ def write_page(a: dict, paths: dict, seconds: float) -> None:
                     ]
                 )
         L += [table(["method", "quantity", "effect [95 % CI]", "per seed", "verdict"], rows), ""]
+        for m in METHODS:
+            sens = by[m].get("sensitivity")
+            if sens:
+                L += [
+                    f"*Unregistered sensitivity check ({m}):* without seed(s) "
+                    + ", ".join(map(str, sens["without_seeds"]))
+                    + f" (a network of the claim did not learn), the primary effect is {ci(sens)} "
+                    f"(S = {len(sens['seeds'])}), which the registered rule would call {sens['verdict']}. The verdict "
+                    "above stands; this line only shows how much it leans on that network.",
+                    "",
+                ]
         L += claim_details(cid, by, a)
     # agreement
     rows = a["agreement"]["rows"]
