@@ -394,6 +394,13 @@ def write_page(a: dict, paths: dict, seconds: float) -> None:
                 ]
             )
     L += [table(["claim", "", "method", "paper's sign", "primary effect [95 % CI]", "verdict"], rows), ""]
+    counts = {v: sum(1 for r in rows if r[-1] == f"**{v}**") for v in ("reproduced", "contradicted", "inconclusive")}
+    L += [
+        f"Of {len(rows)} verdicts: {counts['reproduced']} reproduced, {counts['contradicted']} contradicted, "
+        f"{len(rows) - counts['reproduced'] - counts['contradicted']} inconclusive. Each claim's section below gives "
+        "the secondary quantities (no verdict) beside the primary one.",
+        "",
+    ]
     L += [f"![primary effects]({rel(paths['overview'])})", ""]
 
     # cubical parameters
@@ -505,9 +512,10 @@ def write_page(a: dict, paths: dict, seconds: float) -> None:
         L += [
             "## Cost",
             "",
-            f"- Training (build cards, one torch thread per unit): {sum(train_s.values()) / 3600:.2f} CPU-hours for "
+            f"- Training: the build cards' unit times (one torch thread each) add up to "
+            f"{sum(train_s.values()) / 3600:.2f} h: "
             + ", ".join(f"seed {s} {v / 60:.0f} min" for s, v in sorted(train_s.items()))
-            + "; with `-j 2` on 2 cores that is about half in wall time.",
+            + "; `-j 2` runs two units at once (measured wall time in models/README.md).",
             f"- Committed results (`docs/repro-results/`): {size / 1e6:.1f} MB.",
             f"- This page: {seconds / 60:.1f} min from the committed results.",
             "",
