@@ -356,7 +356,9 @@ def write_page(a: dict, paths: dict, seconds: float) -> None:
         "(models/README.md), so its numbers can differ.",
         "",
         "Every rule on this page was fixed in [preregistration.md](preregistration.md) before any network below "
-        "existed (the git history shows the page before the results). Each claim gets one verdict per method from "
+        "existed (the git history shows the page before the results), except what its dated amendments change; the "
+        "one of 2026-12-04 was made while the networks were being trained, before any of their birth points was "
+        "computed. Each claim gets one verdict per method from "
         "the 95 % CI of its effect: **reproduced** (CI excludes 0 in the paper's direction), **contradicted** (CI "
         "excludes 0 the other way), **inconclusive** (CI contains 0, or fewer than 3 seeds). The CI is "
         "mean over seeds ± t(0.975, S − 1)·sqrt(var_seeds/S + var_images), var_images from stratified image "
