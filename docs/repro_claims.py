@@ -212,8 +212,21 @@ DEPTH_STEMS = {"depthnet_digits": 1, "depthnet_shapes": 2}
 LAST = 3  # the last eligible conv of the shapes VGG / VGG-BN (8x8)
 
 
-def _roles(fam):
-    return ("converged", "init")
+ROLES = ("converged", "init")
+
+
+def _have_pairs(st: Store, s: int, fams, method: str) -> bool:
+    """Whether seed s has the converged and the init test records of every family."""
+    return all(st.has(s, f"{f}__{r}__test", method) for f in fams for r in ROLES)
+
+
+def _mean_coverage(st: Store, s: int, fams, method: str) -> float:
+    """Mean share of cells with a rarefied value over the eligible layers of the families' converged and init nets."""
+    return float(
+        np.mean(
+            [v["coverage"] for f in fams for r in ROLES for v in st.layer_values(s, f"{f}__{r}__test", method).values()]
+        )
+    )
 
 
 def _diff_over_layers(tr: dict, ini: dict, q: str, layers=None) -> np.ndarray:
@@ -262,7 +275,7 @@ def claim_2(st: Store, seeds, method: str) -> tuple[dict, dict]:
     eff["fe_rarefied_vs_randomize_twin"] = {}
     desc = {"per_family": {f: {} for f in fams}, "coverage": {}}
     for s in seeds:
-        if not all(st.has(s, f"{f}__{r}__test", method) for f in fams for r in _roles(f)):
+        if not _have_pairs(st, s, fams, method):
             continue
         if all(st.has(s, f"{f}__randomize__test", method) for f in fams):
             eff["fe_rarefied_vs_randomize_twin"][s] = S.mean_over(
@@ -285,16 +298,7 @@ def claim_2(st: Store, seeds, method: str) -> tuple[dict, dict]:
                 if q == "fe_rarefied":
                     desc["per_family"][f][s] = float(d[0])
             eff[q][s] = S.mean_over(per)
-        desc["coverage"][s] = float(
-            np.mean(
-                [
-                    v["coverage"]
-                    for f in fams
-                    for r in _roles(f)
-                    for v in st.layer_values(s, f"{f}__{r}__test", method).values()
-                ]
-            )
-        )
+        desc["coverage"][s] = _mean_coverage(st, s, fams, method)
     return eff, desc
 
 
@@ -306,7 +310,7 @@ def claim_3(st: Store, seeds, method: str) -> tuple[dict, dict]:
     desc = {"gap_by_layer": {f: {} for f in fams}, "trained_by_layer": {f: {} for f in fams}, "coverage": {}}
     x = np.arange(6) / 5.0
     for s in seeds:
-        if not all(st.has(s, f"{f}__{r}__test", method) for f in fams for r in _roles(f)):
+        if not _have_pairs(st, s, fams, method):
             continue
         for q in list(S.QUANTITIES) + ["trained_only_slope"]:
             qq = "fe_rarefied" if q == "trained_only_slope" else q
@@ -325,19 +329,10 @@ def claim_3(st: Store, seeds, method: str) -> tuple[dict, dict]:
                         desc["trained_by_layer"][f][s] = [float(tr[i][qq][0]) for i in idx]
                 slopes.append(S.ols_slope(x, y))
             eff[q][s] = S.mean_over(slopes)
-        desc["coverage"][s] = float(
-            np.mean(
-                [
-                    v["coverage"]
-                    for f in fams
-                    for r in _roles(f)
-                    for v in st.layer_values(s, f"{f}__{r}__test", method).values()
-                ]
-            )
-        )
+        desc["coverage"][s] = _mean_coverage(st, s, fams, method)
         # secondary: the gap's slope over relative depth in the VGG / ResNet families (map size changes there)
         vfams = ("digits_vgg", "shapes_vgg", "shapes_vgg_bn", "shapes_resnet")
-        if all(st.has(s, f"{f}__{r}__test", method) for f in vfams for r in _roles(f)):
+        if _have_pairs(st, s, vfams, method):
             slopes = []
             for f in vfams:
                 tr = st.layer_values(s, f"{f}__converged__test", method)
