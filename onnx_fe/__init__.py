@@ -15,7 +15,27 @@ Python API::
 
 __version__ = "0.1.0"
 
-from .errors import OnnxFeError
+import os as _os
+
+
+def _numba_cache_dir() -> None:
+    """Keep numba's compiled-kernel cache out of the installed package: under $XDG_CACHE_HOME (or ~/.cache)
+    /onnx-fe/numba unless NUMBA_CACHE_DIR is set. Cache files written next to the sources stay behind when pip
+    uninstalls the package, and such a leftover folder in site-packages shadows a later editable install."""
+    if "NUMBA_CACHE_DIR" in _os.environ:
+        return
+    base = _os.environ.get("XDG_CACHE_HOME") or _os.path.join(_os.path.expanduser("~"), ".cache")
+    path = _os.path.join(base, "onnx-fe", "numba")
+    try:
+        _os.makedirs(path, exist_ok=True)
+    except OSError:
+        return  # not writable: numba's own default applies
+    _os.environ["NUMBA_CACHE_DIR"] = path
+
+
+_numba_cache_dir()
+
+from .errors import OnnxFeError  # noqa: E402
 
 # Everything but the errors loads on first use (numpy, onnx, onnxruntime, h5py), so `import onnx_fe` stays light
 # and the command line can turn a Ctrl-C while they load into one line.
