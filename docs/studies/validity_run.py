@@ -1,0 +1,255 @@
+"""Validity study (docs/preregistration_validity.md): the records of every network, into docs/validity-results/.
+
+    python docs/studies/validity_run.py                   # every record whose network is built (resumes)
+    python docs/studies/validity_run.py --sets zoo --seeds 1,2
+    python docs/studies/validity_run.py --list            # the networks and whether each record exists
+
+For each network this runs, through the command line a user runs:
+
+    onnx-fe score      MODEL TRAIN -o CACHE/<net>/<method> -m <method> -n 100 -l <eligible layers>   (both methods)
+    onnx-fe importance MODEL TEST  -o CACHE/<net>/importance -n 100 -l <eligible layers> [--units-per-layer 32]
+
+and keeps, per network, a small record in ``docs/validity-results/<net>/``: ``units_<method>.csv`` (one row per unit:
+the class means of every indicator, as ``onnx-fe rank`` aggregates them), ``importance.csv`` (as written by the
+command) and ``card.json`` (model SHA-256, images, commands, versions, times, the unmasked held-out accuracy). A record
+whose card matches the model's bytes and the commands is kept, so the step resumes where it stopped. The cache
+(``docs/.validity-cache``, git-ignored) holds the full results. Needs only the scoring install and the built networks
+(``python -m models.build_seeds`` and ``python -m models.build_thirdparty``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+PAGE = DOCS / "preregistration_validity.md"
+RESULTS = DOCS / "validity-results"
+CACHE = DOCS / ".validity-cache"
+SEEDS_DIR = ROOT / "models" / "seeds"
+THIRD = ROOT / "models" / "thirdparty"
+DATA = {"digits_vgg": "digits", "shapes_vgg": "shapes", "shapes_vgg_bn": "shapes", "shapes_resnet": "shapes"}
+METHODS = ("cubical", "clique")
+
+
+def rules() -> dict:
+    """The registered JSON block, with every appended amendment block (``prereg-validity-amendment``) merged in."""
+    text = PAGE.read_text()
+    out: dict = {}
+    for _kind, body in re.findall(r"```json (prereg-validity(?:-amendment)?)\n(.*?)\n```", text, flags=re.S):
+        patch = json.loads(body)
+        patch.pop("date", None)
+        patch.pop("reason", None)
+        out.update(patch)
+    return out
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def networks(r: dict) -> list[dict]:
+    """Every network of the registration: id, set, family, seed, model path, train / test folders, options."""
+    out = []
+    for seed in r["seeds"]:
+        for fam in r["zoo_families"]:
+            data = ROOT / "models" / "data" / DATA[fam]
+            base = {"family": fam, "seed": seed, "train": data / "train", "test": data / "test", "options": []}
+            out.append(
+                {**base, "id": f"s{seed}__{fam}__trained", "set": "zoo", "role": "trained",
+                 "model": SEEDS_DIR / f"s{seed}" / fam / r["zoo_models"][fam]}
+            )  # fmt: skip
+            if fam in r["init_models"]:
+                out.append(
+                    {**base, "id": f"s{seed}__{fam}__init", "set": "init", "role": "init",
+                     "model": SEEDS_DIR / f"s{seed}" / fam / r["init_models"][fam]}
+                )  # fmt: skip
+    for name in r.get("third_party", []):
+        card = json.loads((THIRD / name / "card.json").read_text())
+        out.append(
+            {
+                "id": f"tp__{name}",
+                "set": "thirdparty",
+                "role": "trained",
+                "family": name,
+                "seed": None,
+                "model": THIRD / name / "model.onnx",
+                "train": THIRD / name / "data" / "train",
+                "test": THIRD / name / "data" / "test",
+                "options": list(card.get("onnx_fe_argv", [])),
+            }
+        )
+    return out
+
+
+def eligible_layers(model: Path, options: list[str], r: dict) -> list[int]:
+    """Scorable conv layers with maps of at least min_map_side² and at least min_units units."""
+    from onnx_fe.experiments.score import inspect
+
+    size = None
+    if "--input-size" in options:
+        h, w = options[options.index("--input-size") + 1].lower().split("x")
+        size = (int(h), int(w))
+    units = inspect(model, input_size=size)
+    side, k = r["min_map_side"], r["min_units"]
+    return [
+        u.index
+        for u in units
+        if u.scorable and (u.height or 0) >= side and (u.width or 0) >= side and (u.channels or 0) >= k
+    ]
+
+
+def cli(*args: str) -> float:
+    """Run the onnx-fe command line (the same interpreter's entry point); returns the wall seconds."""
+    t = time.perf_counter()
+    cmd = [sys.executable, "-m", "onnx_fe.cli", *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr.strip()}")
+    return time.perf_counter() - t
+
+
+def unit_table(results_dir: Path):
+    """One row per unit: the class means of every indicator (the aggregation of ``onnx-fe rank``)."""
+    import numpy as np
+    import pandas as pd
+
+    from onnx_fe.scores.ranking import rank, reference_scores
+
+    df = pd.read_csv(results_dir / "scores.csv")
+    cols = [
+        c
+        for c in (
+            "feature_entropy",
+            "fe_rarefied",
+            "ineffectiveness",
+            "birth_rate",
+            "mean_activation",
+            "apoz",
+            "weight_l1",
+            "hrank",
+            "activation_std",
+        )
+        if c in df
+    ]
+    df = df[df["n_images"] > 0]
+    df["fe_reference"] = reference_scores(df["ineffectiveness"].to_numpy())
+    g = df.groupby(["layer_index", "unit"], sort=True)
+    out = g[[*cols, "fe_reference"]].agg(lambda s: np.nanmean(s) if np.isfinite(s).any() else np.nan).reset_index()
+    out.insert(0, "layer", g["layer"].first().to_numpy())
+    rnd = rank(results_dir, by="random", seed=0)
+    rv = {(lr.layer_index, j): float(lr.score[j]) for lr in rnd.layers for j in range(lr.channels)}
+    out["random"] = [rv[(int(i), int(u))] for i, u in zip(out["layer_index"], out["unit"])]
+    return out
+
+
+def record(net: dict, r: dict, force: bool = False) -> str:
+    """Make (or keep) the record of one network; returns what was done."""
+    model = Path(net["model"])
+    if not model.exists():
+        return "not built"
+    dest = RESULTS / net["id"]
+    digest = sha256(model)
+    layers = eligible_layers(model, net["options"], r)
+    lflag = ["-l", ",".join(map(str, layers))]
+    n_units = 0
+    from onnx_fe.experiments.score import inspect
+
+    for u in inspect(model):
+        if u.index in layers:
+            n_units += u.channels
+    sample = ["--units-per-layer", str(r["units_per_layer_sample"])] if n_units > r["max_units_all"] else []
+    commands = {}
+    for method in METHODS:
+        params = r["methods"][method]
+        mflags = ["-m", method]
+        for k, v in params.items():
+            mflags += [f"--{k.replace('_', '-')}", str(v)]
+        commands[method] = ["score", model, net["train"], "-n", "100", *lflag, *mflags, *net["options"]]
+    commands["importance"] = ["importance", model, net["test"], "-n", "100", *lflag, *sample, *net["options"]]
+    shown = {k: [str(a).replace(str(ROOT) + os.sep, "") for a in v] for k, v in commands.items()}
+    card_path = dest / "card.json"
+    if not force and card_path.exists():
+        old = json.loads(card_path.read_text())
+        if old.get("model_sha256") == digest and old.get("commands") == shown:
+            return "kept"
+    cache = CACHE / net["id"]
+    seconds = {}
+    for what, argv in commands.items():
+        seconds[what] = round(cli(*argv, "-o", cache / what, "-q"), 1)
+    dest.mkdir(parents=True, exist_ok=True)
+    for method in METHODS:
+        unit_table(cache / method).to_csv(dest / f"units_{method}.csv", index=False, float_format=None)
+    imp = (cache / "importance" / "importance.csv").read_bytes()
+    (dest / "importance.csv").write_bytes(imp)
+    meta = {}
+    side = cache / "importance" / "importance.json"
+    if side.exists():
+        meta = json.loads(side.read_text())
+    from onnx_fe import __version__ as version
+
+    card = {
+        "id": net["id"],
+        "set": net["set"],
+        "family": net["family"],
+        "seed": net["seed"],
+        "role": net["role"],
+        "model": str(model.relative_to(ROOT)),
+        "model_sha256": digest,
+        "eligible_layers": layers,
+        "commands": shown,
+        "seconds": seconds,
+        "importance_meta": {k: meta[k] for k in ("baseline", "unmasked", "n_images", "output_kind") if k in meta},
+        "onnx_fe_version": version,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+        "made": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    tmp = card_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(card, indent=1) + "\n")
+    os.replace(tmp, card_path)  # the card is written last: a record without it is incomplete
+    return "made"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", default="zoo,init,thirdparty")
+    ap.add_argument("--seeds", default="")
+    ap.add_argument("--only", default="", help="comma-separated network ids")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--force", action="store_true")
+    a = ap.parse_args(argv)
+    r = rules()
+    sets = set(a.sets.split(","))
+    seeds = {int(s) for s in a.seeds.split(",") if s}
+    only = {s for s in a.only.split(",") if s}
+    todo = [
+        n
+        for n in networks(r)
+        if n["set"] in sets and (not seeds or n["seed"] in seeds) and (not only or n["id"] in only)
+    ]
+    for n in todo:
+        if a.list:
+            done = (RESULTS / n["id"] / "card.json").exists()
+            print(f"{n['id']:40s} {'record' if done else ('built' if Path(n['model']).exists() else 'not built')}")
+            continue
+        t = time.perf_counter()
+        what = record(n, r, force=a.force)
+        print(f"{n['id']}: {what} ({time.perf_counter() - t:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
