@@ -27,6 +27,7 @@ from ..errors import DataError, ModelError, OnnxFeError
 from ..execution import make_executor, prestart, will_use_processes
 from ..io.lock import default_output, output_lock
 from ..io.results import (
+    PER_IMAGE,
     STAT_COLUMNS,
     PartialWriter,
     create,
@@ -40,6 +41,7 @@ from ..io.results import (
 )
 from ..model.graph import ConvUnit, LoadedModel, conv_weight_l1, load_model, require_units, select_units
 from ..model.runner import MIN_SIDE, Runner, load_prepared, make_runner, ort_message, probe_shapes, weights_dir
+from ..scores.baselines import map_ranks, map_std
 from ..scores.entropy import entropy_table
 from ..scores.statistics import cell_statistics
 from ..topology import birth_points as _birth_points
@@ -403,7 +405,7 @@ def _score_once(
         "seed": cfg.images.seed,
         "keep_activations": cfg.keep_activations,
         "statistics": cfg.to_dict()["statistics"],
-        "format_version": 1,
+        "format_version": 2,  # 2: hrank and activation_std per image
     }
     final, partial, csv_path = out / "results.h5", out / "results.h5.partial", out / "scores.csv"
     if is_complete_match(final, params):
@@ -501,6 +503,8 @@ class ShardResult:
     birth_points: dict[int, np.ndarray] = field(default_factory=dict)  # layer index → (n, C) int32
     mean_activation: dict[int, np.ndarray] = field(default_factory=dict)  # (n, C) float32
     zero_fraction: dict[int, np.ndarray] = field(default_factory=dict)  # (n, C) float32
+    hrank: dict[int, np.ndarray] = field(default_factory=dict)  # (n, C) int32, matrix rank of each map
+    activation_std: dict[int, np.ndarray] = field(default_factory=dict)  # (n, C) float32
     activations: dict[int, list] = field(default_factory=dict)  # compressed HDF5 chunks, if kept (encode_chunks)
     device: str = "cpu"  # where this shard's inference ran
     seconds: dict[str, float] = field(default_factory=dict)  # time per stage: load, inference, birth_points, ...
@@ -513,7 +517,7 @@ def compute_shard(plan: Plan, start: int, stop: int, workers: int = 1) -> ShardR
     """Load images [start, stop), run the model in batches of ``batch_size``, and compute every selected unit's
     birth points and baselines (``workers`` threads for the birth points). Writes nothing."""
     cfg = plan.config
-    parts: dict[int, tuple[list, list, list]] = {u.index: ([], [], []) for u in plan.units}
+    parts: dict[int, tuple[list, ...]] = {u.index: tuple([] for _ in PER_IMAGE) for u in plan.units}
     res = ShardResult(start, stop, device=plan.runner.device)
     sec = res.seconds = dict.fromkeys(("load", "inference", "birth_points", "baselines", "encode"), 0.0)
     for b0 in range(start, stop, cfg.batch_size):
@@ -529,8 +533,8 @@ def compute_shard(plan: Plan, start: int, stop: int, workers: int = 1) -> ShardR
                 sec["encode"] += time.perf_counter() - t
         del outs, a
     for u in plan.units:
-        bp, ma, zf = (np.concatenate(p) for p in parts[u.index])
-        res.birth_points[u.index], res.mean_activation[u.index], res.zero_fraction[u.index] = bp, ma, zf
+        for name, p in zip(PER_IMAGE, parts[u.index]):
+            getattr(res, name)[u.index] = np.concatenate(p)
     return res
 
 
@@ -553,15 +557,19 @@ def _infer(plan: Plan, start: int, stop: int, sec: dict) -> list[np.ndarray]:
 
 
 def _layer(plan: Plan, u: ConvUnit, a: np.ndarray, first: int, workers: int, sec: dict):
-    """Birth points, mean activation and zero fraction (each (b, C)) of one layer's maps for images first.., a chunk
-    of maps at a time. The mean is a float64 sum of the float32 values, which is finite exactly when every value is
-    (it cannot overflow), so it is also the check for NaN and ±inf."""
+    """Birth points, mean activation, zero fraction, matrix rank and standard deviation (each (b, C), in the order
+    of ``PER_IMAGE``) of one layer's maps for images first.., a chunk of maps at a time. The mean is a float64 sum of
+    the float32 values, which is finite exactly when every value is (it cannot overflow), so it is also the check
+    for NaN and ±inf. Every value of a map depends on that map alone (never on the chunk: batch and shard sizes
+    change nothing)."""
     b, c, h, w = a.shape
     maps = a.reshape(b * c, h, w)
     n = len(maps)
     bp = np.empty(n, dtype=np.int32)
     ma = np.empty(n, dtype=np.float32)
     zf = np.empty(n, dtype=np.float32)
+    hr = np.empty(n, dtype=np.int32)
+    sd = np.empty(n, dtype=np.float32)
     step = max(1, CHUNK_PIXELS // (h * w))
     method = plan.config.method
     for i in range(0, n, step):
@@ -577,6 +585,8 @@ def _layer(plan: Plan, u: ConvUnit, a: np.ndarray, first: int, workers: int, sec
             )
         ma[i : i + step] = mean
         zf[i : i + step] = np.count_nonzero(m == 0, axis=(1, 2)) / (h * w)
+        sd[i : i + step] = map_std(m)
+        hr[i : i + step] = map_ranks(m)
         t1 = time.perf_counter()
         bp[i : i + step] = _birth_points(
             m,
@@ -587,7 +597,7 @@ def _layer(plan: Plan, u: ConvUnit, a: np.ndarray, first: int, workers: int, sec
         )
         sec["baselines"] += t1 - t0
         sec["birth_points"] += time.perf_counter() - t1
-    return bp.reshape(b, c), ma.reshape(b, c), zf.reshape(b, c)
+    return bp.reshape(b, c), ma.reshape(b, c), zf.reshape(b, c), hr.reshape(b, c), sd.reshape(b, c)
 
 
 def _encode(a: np.ndarray, first: int, workers: int) -> list:
@@ -639,14 +649,7 @@ def _run_shards(
             for r in ex.map(compute_shard, plan, bounds, workers, on_done=on_done):
                 s, e = r.start, r.stop
                 for u in plan.units:
-                    w.write(
-                        u.index,
-                        s,
-                        e,
-                        birth_points=r.birth_points[u.index],
-                        mean_activation=r.mean_activation[u.index],
-                        zero_fraction=r.zero_fraction[u.index],
-                    )
+                    w.write(u.index, s, e, **{name: getattr(r, name)[u.index] for name in PER_IMAGE})
                     if cfg.keep_activations:
                         w.write_chunks(u.index, r.activations[u.index])
                 devices.add(r.device)

@@ -12,6 +12,8 @@ Layout of ``results.h5`` (see docs/outputs.md):
     birth_points (N, C)     int32, 0 = no birth point
     mean_activation (N, C)  float32, spatial mean of the unit's map per image
     zero_fraction (N, C)    float32, fraction of exact zeros per image (APoZ's summand)
+    hrank (N, C)            int32, matrix rank of the unit's map per image (HRank's summand; scores.baselines)
+    activation_std (N, C)   float32, population standard deviation of the map's values per image
     weight_l1 (C,)          float64, L1 norm of each conv filter (NaN if not constant)
     n_images (K,)           images per class
     feature_entropy, birth_rate, ineffectiveness (K, C) float64
@@ -47,8 +49,22 @@ from .lock import os_reason
 FORMAT = "onnx-fe/1"
 STR = h5py.string_dtype("utf-8")
 # Fill values of the per-image datasets: never taken by a written value (birth points are >= 0, maps finite).
-FILL = {"birth_points": -1, "mean_activation": np.nan, "zero_fraction": np.nan}
-PER_IMAGE = ("birth_points", "mean_activation", "zero_fraction")
+FILL = {"birth_points": -1, "mean_activation": np.nan, "zero_fraction": np.nan, "hrank": -1, "activation_std": np.nan}
+PER_IMAGE = ("birth_points", "mean_activation", "zero_fraction", "hrank", "activation_std")
+PER_IMAGE_DTYPES = {
+    "birth_points": np.int32,
+    "mean_activation": np.float32,
+    "zero_fraction": np.float32,
+    "hrank": np.int32,
+    "activation_std": np.float32,
+}
+# per-image baselines whose class means are columns of scores.csv (results files of format_version 1 lack the last two)
+CLASS_MEAN_COLUMNS = {
+    "mean_activation": "mean_activation",
+    "apoz": "zero_fraction",
+    "hrank": "hrank",
+    "activation_std": "activation_std",
+}
 # h5py reports a failed write as OSError or RuntimeError (e.g. "Unable to synchronously flush file").
 H5_WRITE_ERRORS = (OSError, RuntimeError, ValueError, KeyError)
 
@@ -212,7 +228,8 @@ def _fill_new(f, params, meta, classes, labels, ids, units, n_channels_hw, keep_
             ("width", w),
         ):
             lg.attrs[k] = v
-        for name, dtype in zip(PER_IMAGE, (np.int32, np.float32, np.float32)):
+        for name in PER_IMAGE:
+            dtype = PER_IMAGE_DTYPES[name]
             keep.append(
                 lg.create_dataset(name, shape=(n, c), dtype=dtype, chunks=(min(n, 256), c), fillvalue=FILL[name])
             )
@@ -286,7 +303,7 @@ class PartialWriter:
         return int(self.f.attrs["n_done"])
 
     def write(self, index: int, start: int, stop: int, **arrays) -> None:
-        """Rows [start, stop) of one layer: birth_points, mean_activation, zero_fraction[, activations]."""
+        """Rows [start, stop) of one layer: the ``PER_IMAGE`` arrays[, activations]."""
         key = layer_key(index)
         with guarded(self.f, self.path):
             for name, a in arrays.items():
@@ -371,7 +388,7 @@ def check_partial(f) -> str | None:
                 a = g[name][:done]
                 if len(g[name]) != n:
                     return f"layer {key} {name} has {len(g[name])} rows for {n} images"
-                if (a == -1).any() if name == "birth_points" else np.isnan(a).any():
+                if (a == -1).any() if PER_IMAGE_DTYPES[name] == np.int32 else np.isnan(a).any():
                     return f"images it counts as done were never written (layer {key} {name})"
         for key in f.get("activations", {}):
             a = f["activations"][key]
@@ -485,6 +502,13 @@ def _write_csv_to(h5, tmp: Path) -> str:
             f.close()
 
 
+def _class_mean(per_image: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Mean over the images ``rows`` (a boolean mask) of per-image values (N, C), in float64; NaN with none."""
+    if not rows.any():
+        return np.full(per_image.shape[1], np.nan)
+    return per_image[rows].astype(np.float64).mean(axis=0)
+
+
 def _csv_rows(f, w) -> None:
     classes = [c.decode() if isinstance(c, bytes) else str(c) for c in f["classes"][()]]
     labels = f["labels"][()]
@@ -501,6 +525,8 @@ def _csv_rows(f, w) -> None:
             "mean_activation",
             "apoz",
             "weight_l1",
+            "hrank",
+            "activation_std",
             *STAT_COLUMNS,
         ]
     )
@@ -509,13 +535,13 @@ def _csv_rows(f, w) -> None:
         name, idx = g.attrs["name"], int(g.attrs["index"])
         fe, br, ie = g["feature_entropy"][()], g["birth_rate"][()], g["ineffectiveness"][()]
         n_img = g["n_images"][()]
-        ma, zf = g["mean_activation"][()], g["zero_fraction"][()]
+        per_image = {col: g[d][()] if d in g else None for col, d in CLASS_MEAN_COLUMNS.items()}
         l1 = g["weight_l1"][()]
         extra = [g[c][()] if c in g else None for c in STAT_COLUMNS]
         for k, cname in enumerate(classes):
             rows = labels == k
-            ma_k = ma[rows].astype(np.float64).mean(axis=0) if rows.any() else np.full(ma.shape[1], np.nan)
-            zf_k = zf[rows].astype(np.float64).mean(axis=0) if rows.any() else np.full(ma.shape[1], np.nan)
+            means = {col: None if a is None else _class_mean(a, rows) for col, a in per_image.items()}
+            ma_k, zf_k, hr_k, sd_k = (means[c] for c in ("mean_activation", "apoz", "hrank", "activation_std"))
             for j in range(fe.shape[1]):
                 w.writerow(
                     [
@@ -530,6 +556,8 @@ def _csv_rows(f, w) -> None:
                         _num(ma_k[j]),
                         _num(zf_k[j]),
                         _num(l1[j]),
+                        "" if hr_k is None else _num(hr_k[j]),
+                        "" if sd_k is None else _num(sd_k[j]),
                         *("" if a is None else _cell(a[k, j]) for a in extra),
                     ]
                 )
@@ -638,6 +666,7 @@ def stored_params(path: Path) -> dict | None:
 
 # What each parameter is called in a note about why a previous result is not reused.
 PARAM_NAMES = {
+    "format_version": "results format (an older onnx-fe)",
     "data_sha256": "data contents",
     "data_ids_sha256": "data files",
     "model_sha256": "model file contents",

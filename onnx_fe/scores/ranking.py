@@ -14,6 +14,11 @@ feature_entropy    ineffectiveness, replaced by 100·ln 100 when it is < 0.1    
 ineffectiveness    ineffectiveness as is (no special rule)                       low
 mean_activation    mean over the class's images of the map's spatial mean         high
 apoz               mean over the class's images of the fraction of exact zeros    low
+hrank              mean over the class's images of the map's matrix rank          high
+                   (HRank, Lin et al. 2020; float32 SVD, numpy's matrix_rank
+                   tolerance: see ``onnx_fe.scores.baselines``)
+activation_std     mean over the class's images of the map's standard deviation   high
+                   (population std of its H·W values)
 weight_l1          L1 norm of the unit's conv filter (one value, no classes)      high
 random             a seeded uniform draw, ``default_rng([seed, layer_index])``    high
 =================  ===========================================================  ==================
@@ -37,7 +42,16 @@ import numpy as np
 from ..data.dataset import select_names
 from ..errors import OnnxFeError, OptionError
 
-INDICATORS = ("feature_entropy", "ineffectiveness", "mean_activation", "apoz", "weight_l1", "random")
+INDICATORS = (
+    "feature_entropy",
+    "ineffectiveness",
+    "mean_activation",
+    "apoz",
+    "weight_l1",
+    "hrank",
+    "activation_std",
+    "random",
+)
 # Indicators compared in cumulative ablation by default (ineffectiveness is the plain variant of feature_entropy).
 DEFAULT_ABLATION = ("feature_entropy", "mean_activation", "apoz", "weight_l1", "random")
 HIGHER_IS_IMPORTANT = {
@@ -46,8 +60,19 @@ HIGHER_IS_IMPORTANT = {
     "mean_activation": True,
     "apoz": False,
     "weight_l1": True,
+    "hrank": True,
+    "activation_std": True,
     "random": True,
 }
+# indicators read from a per-image dataset of results.h5 (class means of it), and the dataset
+PER_IMAGE_INDICATORS = {
+    "mean_activation": "mean_activation",
+    "apoz": "zero_fraction",
+    "hrank": "hrank",
+    "activation_std": "activation_std",
+}
+# per-image datasets that results files written before a version lack: rank by them needs a new scoring run
+LATER_DATASETS = frozenset({"hrank", "activation_std"})
 DEGENERATE_BELOW = 0.1
 DEGENERATE_SCORE = 100 * math.log(100)  # what the reference code gives such units (≈ 460.5)
 RANKING_FORMAT = "onnx-fe-ranking/1"
@@ -59,6 +84,9 @@ RULES = {
     "mean_activation": "descending class-mean of the mean activation; ties by unit index",
     "apoz": "ascending class-mean average percentage of zeros; ties by unit index",
     "weight_l1": "descending L1 norm of the conv filter; ties by unit index",
+    "hrank": "descending class-mean of the mean matrix rank of the unit's maps (HRank; float32 SVD, tolerance "
+    "S.max * max(H, W) * eps as numpy.linalg.matrix_rank); ties by unit index",
+    "activation_std": "descending class-mean of the mean standard deviation of the unit's maps; ties by unit index",
     "random": "descending seeded uniform draw (numpy default_rng([seed, layer_index])); ties by unit index",
 }
 
@@ -344,6 +372,26 @@ def _damage(h) -> str | None:
     return None
 
 
+def _per_image(g, name: str, path, n: int, c: int, layer: str) -> np.ndarray:
+    """A layer's per-image dataset (N, C); one line when the results predate it or it has the wrong shape."""
+    import h5py
+
+    d = g.get(name)
+    if not isinstance(d, h5py.Dataset):
+        if name in LATER_DATASETS:
+            raise OnnxFeError(
+                f"the results in {path} predate the {name} column (they were scored by an older onnx-fe); "
+                "run `onnx-fe score` again to rescore them"
+            )
+        raise OnnxFeError(f"results file {path} is damaged or incomplete: layer {layer} has no {name!r} dataset")
+    if d.shape != (n, c):
+        raise OnnxFeError(
+            f"results file {path} is damaged or incomplete: layer {layer} {name} has shape {d.shape}, "
+            f"expected {(n, c)} (run `onnx-fe score` again)"
+        )
+    return d[()]
+
+
 def _class_means(per_image: np.ndarray, labels: np.ndarray, keep: list[int]) -> np.ndarray:
     rows = []
     for k in keep:
@@ -387,10 +435,10 @@ def rank(results, by: str = "feature_entropy", *, seed: int = 0, classes=None, l
                 if by in ("feature_entropy", "ineffectiveness"):
                     ie = g["ineffectiveness"][()][keep]
                     score = np.nanmean(reference_scores(ie) if by == "feature_entropy" else ie, axis=0)
-                elif by == "mean_activation":
-                    score = _class_means(g["mean_activation"][()], labels, keep)
-                elif by == "apoz":
-                    score = _class_means(g["zero_fraction"][()], labels, keep)
+                elif by in PER_IMAGE_INDICATORS:
+                    score = _class_means(
+                        _per_image(g, PER_IMAGE_INDICATORS[by], path, len(labels), c, f"{idx} {name}"), labels, keep
+                    )
                 elif by == "weight_l1":
                     score = g["weight_l1"][()].astype(np.float64)
                     if np.isnan(score).any():

@@ -22,7 +22,15 @@ def contents(result) -> dict:
     with h5py.File(result.results_h5, "r") as f:
         for k in f["layers"]:
             g = f["layers"][k]
-            for name in ("birth_points", "mean_activation", "zero_fraction", "feature_entropy", "weight_l1"):
+            for name in (
+                "birth_points",
+                "mean_activation",
+                "zero_fraction",
+                "hrank",
+                "activation_std",
+                "feature_entropy",
+                "weight_l1",
+            ):
                 out[f"{k}/{name}"] = g[name][()]
         for k in f.get("activations", {}):
             out[f"act/{k}"] = f["activations"][k][()]

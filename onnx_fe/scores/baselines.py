@@ -1,0 +1,75 @@
+"""Per-map magnitude baselines the field compares unit-importance indicators with (pure math, no I/O).
+
+Each function takes a stack of one unit's maps, shape (n, H, W), and gives one value per map; a value depends on
+its own map alone, so the chunk a map is computed in (batch size, shard size, workers) never changes it.
+
+* ``hrank``: the matrix rank of the map (HRank, Lin et al., CVPR 2020, who rank a filter by the average rank of
+  its feature maps). It is what ``numpy.linalg.matrix_rank`` gives for the map as float32: the singular values
+  S of the float32 map (LAPACK's float32 SVD, ``numpy.linalg.svd(..., compute_uv=False)``), counted above the
+  tolerance ``S.max() · max(H, W) · eps(float32)``. float32 because the maps are float32: their own rounding
+  (≈ 1e-7 relative) would make nearly every low-rank map full rank against a float64 tolerance, and HRank itself
+  took the rank of float32 maps. An all-zero map has rank 0. The SVD runs on one BLAS thread (threadpoolctl):
+  the shards already run in parallel, and a multithreaded SVD of small matrices is slower on a busy machine.
+* ``activation_std``: the population standard deviation (ddof 0) of the map's H·W values, accumulated in
+  float64 (``numpy.std(map, dtype=float64)``), stored as float32 like the mean activation. The lesson of the
+  critique of "neural persistence": a topological summary may track little more than the spread of the values.
+
+A unit's score in a class is the mean of its per-image values over the class's images (as for
+``mean_activation``); see ``onnx_fe.io.results`` (scores.csv) and ``onnx_fe.scores.ranking``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+_CONTROLLER = None
+_LOCK = threading.Lock()
+
+
+def _one_blas_thread():
+    """A context in which BLAS/LAPACK runs on one thread (a no-op when threadpoolctl cannot be imported)."""
+    global _CONTROLLER
+    with _LOCK:
+        if _CONTROLLER is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+
+                _CONTROLLER = ThreadpoolController()
+            except Exception:  # threadpoolctl missing or unable to inspect the process: leave BLAS as it is
+                _CONTROLLER = False
+    if _CONTROLLER is False:
+        from contextlib import nullcontext
+
+        return nullcontext()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
+
+
+def _stack(maps) -> np.ndarray:
+    m = np.asarray(maps)
+    if m.ndim != 3:
+        raise ValueError(f"expected a stack of maps (n, H, W), got shape {m.shape}")
+    return m
+
+
+def map_ranks(maps) -> np.ndarray:
+    """Matrix rank of each float32 map of a stack (n, H, W) → int32 (n,), as ``numpy.linalg.matrix_rank`` of each
+    map cast to float32 (its default tolerance)."""
+    m = _stack(maps).astype(np.float32, copy=False)
+    n, h, w = m.shape
+    if n == 0 or h == 0 or w == 0:
+        return np.zeros(n, dtype=np.int32)
+    with _one_blas_thread():
+        s = np.linalg.svd(m, compute_uv=False)  # (n, min(H, W)) float32, descending
+    rtol = np.float32(max(h, w)) * np.finfo(np.float32).eps  # exact: max(H, W) times a power of two
+    tol = s.max(axis=-1, keepdims=True) * rtol
+    return np.count_nonzero(s > tol, axis=-1).astype(np.int32)
+
+
+def map_std(maps) -> np.ndarray:
+    """Population standard deviation of each map of a stack (n, H, W), accumulated in float64 → float32 (n,)."""
+    m = _stack(maps)
+    if m.shape[0] == 0:
+        return np.zeros(0, dtype=np.float32)
+    return np.std(m, axis=(1, 2), dtype=np.float64).astype(np.float32)
