@@ -55,6 +55,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import OnnxFeError
+from ..io.paths import refuse_input, same_file
 
 # Ops that only move or reshape a constant's values (the exporters' weight plumbing).
 PASS_THROUGH = {"Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten"}
@@ -518,8 +519,7 @@ def randomize(path: str | os.PathLike, output: str | os.PathLike, seed: int = 0)
         raise OnnxFeError(f"model path is a directory, expected an .onnx file: {path}")
     if output.is_dir():
         raise OnnxFeError(f"output is a directory, expected an .onnx file path: {output}")
-    if output.exists() and output.resolve() == path.resolve():
-        raise OnnxFeError(f"output is the input model; write the twin to another file: {output}")
+    refuse_input(output, path, what="output")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf raises a variety of errors on files that are not ONNX
@@ -548,7 +548,7 @@ def randomize(path: str | os.PathLike, output: str | os.PathLike, seed: int = 0)
     if side or too_big:
         location = output.name + ".data"
         data_file = output.parent / location
-        if any(data_file.resolve() == f.resolve() for f in side):
+        if any(same_file(data_file, f) or data_file.resolve() == f.resolve() for f in side):
             raise OnnxFeError(
                 f"the twin's weights file {data_file} would overwrite the input's; choose another output name"
             )

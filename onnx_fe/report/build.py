@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import OnnxFeError, OptionError
+from ..io.paths import check_output, refuse_input, write_atomic
 from . import figures as F
 from . import gallery as G
 from .html import Column, Page, Section, esc, how, info_table, missing, runs_grid, side_table, table
@@ -969,9 +970,11 @@ def report(
                 f"--gallery-classes {', '.join(bad)}: not a class of {r.name} (have: "
                 f"{', '.join(r.classes[:20])}{'…' if len(r.classes) > 20 else ''})"
             )
-    out = Path(output) if output is not None else default_output(paths, runs)
+    out = Path(check_output(output)) if output is not None else default_output(paths, runs)
     if out.exists() and out.is_dir():
         raise OptionError(f"output {out} is a directory; give a file name such as {out / 'report.html'}")
+    inputs = [Path(r.results_h5) for r in runs]
+    refuse_input(out, *inputs, *(p.with_name(n) for p in inputs for n in ("scores.csv", "layers.csv")))
     opts = {
         "units": int(gallery_units),
         "images": int(gallery_images),
@@ -1041,10 +1044,7 @@ def report(
         "One file: figures, images and script are inline, and the page requests nothing from any network."
     )
     page = Page(ttl, sub, sections, footer, css).render()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    write_atomic(out, page)
     for n in notes:
         log(f"note: {n}")
     return ReportResult(out, out.stat().st_size, [s.id for s in sections], notes)

@@ -1,0 +1,67 @@
+"""Issue 20 (all but the cluster paths): outputs that are inputs under another name, one-line errors for outputs
+that cannot be written and for damaged results, checksums of finished results, orphan processes, memory bounded by
+the selected images, the README's API snippet as a plain script, and the default executor of small runs."""
+
+import os
+from pathlib import Path
+
+import onnx
+import pytest
+from graphs import simple_cnn, write_image_folder
+
+from onnx_fe.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("issue20")
+    onnx.save(simple_cnn(in_shape=(None, 3, 16, 16)), root / "m.onnx")
+    write_image_folder(root / "data", n_classes=2, per_class=3)
+    assert main(["score", str(root / "m.onnx"), str(root / "data"), "-o", str(root / "res"), "-q", "-j", "1"]) == 0
+    return root
+
+
+def one_line(capsys, *args, code=2) -> str:
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert rc == code and len(lines) == 1 and lines[0].startswith("onnx-fe: error: "), (rc, err)
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- 2. an output that is an input
+
+
+def test_randomize_refuses_a_hard_link_to_its_input(files, tmp_path, capsys):
+    src = tmp_path / "in.onnx"
+    src.write_bytes((files / "m.onnx").read_bytes())
+    before = src.read_bytes()
+    hard = tmp_path / "hard.onnx"
+    os.link(src, hard)
+    line = one_line(capsys, "randomize", src, "-o", hard)
+    assert "input" in line
+    assert src.read_bytes() == before  # the trained model is untouched
+
+
+def test_report_refuses_to_write_over_its_results(files, tmp_path, capsys):
+    res = tmp_path / "res"
+    res.mkdir()
+    (res / "results.h5").write_bytes((files / "res" / "results.h5").read_bytes())
+    before = (res / "results.h5").read_bytes()
+    os.link(res / "results.h5", tmp_path / "page.html")
+    one_line(capsys, "report", res, "-o", tmp_path / "page.html", "--no-gallery", "-q")
+    assert (res / "results.h5").read_bytes() == before
+
+
+def test_same_file_compares_inodes(tmp_path):
+    from onnx_fe.io.paths import same_file
+
+    a = tmp_path / "a"
+    a.write_text("x")
+    os.link(a, tmp_path / "b")
+    (tmp_path / "c").symlink_to(a)
+    (tmp_path / "d").write_text("x")
+    assert same_file(a, tmp_path / "b") and same_file(a, tmp_path / "c") and same_file(a, a)
+    assert not same_file(a, tmp_path / "d") and not same_file(a, tmp_path / "missing")
