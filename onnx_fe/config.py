@@ -402,10 +402,12 @@ class ScoreConfig:
             raise OptionError("a model file is required")
         if data is None or str(data) == "":
             raise OptionError("a data directory or .npz is required")
+        from .io.paths import check_output
+
         return cls(
             model=str(model),
             data=str(data),
-            output=None if output is None else str(output),
+            output=None if output is None else str(check_output(output)),
             layers=split_items(layers, "--layers"),
             method=method or MethodOptions.build(),
             images=images or DataOptions(),

@@ -118,6 +118,7 @@ def _fmt(v: float, digits: int = 3) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every error is one line on stderr and a non-zero exit, never a traceback."""
     try:
+        _refuse_empty_output(sys.argv[1:] if argv is None else argv)
         rv = app(args=argv, standalone_mode=False, prog_name="onnx-fe")
         if rv == 130:  # Typer turns Ctrl-C (KeyboardInterrupt) into Exit(130) before it gets here
             _err(INTERRUPTED)
@@ -145,6 +146,18 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # anything else is a bug in onnx-fe, not the user's mistake
         _err(f"internal error: {type(e).__name__}: {_one_line(str(e))} — {REPORT_HINT} ({_save_traceback()})")
         return 70
+
+
+def _refuse_empty_output(argv) -> None:
+    """``-o ''`` (or ``--output=``): refused before Typer turns the empty path into the current directory."""
+    from ..io.paths import check_output
+
+    args = [str(a) for a in argv]
+    for i, a in enumerate(args):
+        if a == "--":
+            return
+        if a == "--output=" or (a in ("-o", "--output") and i + 1 < len(args) and args[i + 1] == ""):
+            check_output("", "-o" if a == "-o" else "--output")
 
 
 def _one_line(msg: str, limit: int = 300) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import OnnxFeError
 from ..io.lock import default_output, output_lock
+from ..io.paths import check_output
 from ..io.tables import write_rows_csv
 from ..model.graph import ConvUnit, LoadedModel
 from ..model.masks import add_unit_masks, split_at
@@ -354,7 +355,7 @@ def ablate(
         log(f"warning: the ranking was computed on another model file (SHA-256 differs from {lm.path.name})")
 
     if output is not None:
-        out = Path(output)
+        out = Path(check_output(output))
     elif isinstance(ranking, (str, Path)):  # beside the results the ranking came from
         rp = Path(ranking)
         out = (rp if rp.is_dir() else rp.parent) / "ablation"

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import OnnxFeError
 from ..io.lock import output_lock
+from ..io.paths import check_output
 from ..io.tables import write_rows_csv
 from ..scores.compare import DEFAULT_PERMUTATIONS
 
@@ -333,7 +334,7 @@ def compare(
         if m.is_dir() or m.suffix.lower() != ".onnx":
             raise OnnxFeError(f"expected .onnx model files then the data; {m} is not an .onnx file")
     names = model_names(models)
-    out = Path(output) if output is not None else Path("onnx-fe-results") / "compare"
+    out = Path(check_output(output)) if output is not None else Path("onnx-fe-results") / "compare"
     with output_lock(out, wait=wait, log=log):
         return _compare_into(out, names, models, data, config, accuracy, plot, log, progress, wait, int(permutations))
 

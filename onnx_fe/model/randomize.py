@@ -55,7 +55,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import OnnxFeError
-from ..io.paths import refuse_input, same_file
+from ..io.paths import check_output, refuse_input, same_file
 
 # Ops that only move or reshape a constant's values (the exporters' weight plumbing).
 PASS_THROUGH = {"Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten"}
@@ -512,7 +512,7 @@ def randomize(path: str | os.PathLike, output: str | os.PathLike, seed: int = 0)
     The twin is written with external data (``<output name>.data`` beside it) when the
     input had external data or when it would not fit in one protobuf (2 GB).
     """
-    path, output = Path(path), Path(output)
+    path, output = Path(path), Path(check_output(output))
     if not path.exists():
         raise OnnxFeError(f"model not found: {path}")
     if path.is_dir():

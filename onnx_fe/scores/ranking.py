@@ -219,7 +219,9 @@ class Ranking:
 
         An existing file there is replaced only when it is a ranking itself (so that ``-o`` can never overwrite,
         say, a scores.csv); anything that cannot be written is one line."""
-        p = Path(path)
+        from ..io.paths import check_output
+
+        p = Path(check_output(path))
         base = p.with_suffix("") if p.suffix.lower() in (".csv", ".json") else p
         csv_path, json_path = base.with_name(base.name + ".csv"), base.with_name(base.name + ".json")
         for q in (csv_path, json_path):

@@ -65,3 +65,33 @@ def test_same_file_compares_inodes(tmp_path):
     (tmp_path / "d").write_text("x")
     assert same_file(a, tmp_path / "b") and same_file(a, tmp_path / "c") and same_file(a, a)
     assert not same_file(a, tmp_path / "d") and not same_file(a, tmp_path / "missing")
+
+
+# --------------------------------------------------------------------------- 6. an empty output path
+
+
+@pytest.mark.parametrize("cmd", ["score", "ablate", "compare", "randomize", "rank", "report"])
+@pytest.mark.parametrize("form", ["-o", "--output", "--output="])
+def test_an_empty_output_is_refused_and_nothing_is_written_here(files, tmp_path, capsys, monkeypatch, cmd, form):
+    m, d, res = files / "m.onnx", files / "data", files / "res"
+    args = {
+        "score": ["score", m, d],
+        "ablate": ["ablate", m, d, "-r", res, "--steps", "2", "--no-plot"],
+        "compare": ["compare", m, d, "--no-plot"],
+        "randomize": ["randomize", m],
+        "rank": ["rank", res],
+        "report": ["report", res, "--no-gallery"],
+    }[cmd]
+    opt = ["--output="] if form == "--output=" else [form, ""]
+    monkeypatch.chdir(tmp_path)
+    line = one_line(capsys, *args, *opt, "-q")
+    assert "empty" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_api_refuses_an_empty_output(files):
+    import onnx_fe
+    from onnx_fe.errors import OnnxFeError
+
+    with pytest.raises(OnnxFeError, match="empty"):
+        onnx_fe.score(files / "m.onnx", files / "data", "")
