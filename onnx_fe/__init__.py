@@ -11,6 +11,7 @@ Python API::
     c = onnx_fe.compare(["a.onnx", "b.onnx"], "data/")       # several networks side by side
     r = onnx_fe.randomize("model.onnx", "twin.onnx", seed=0) # untrained twin (random-init control)
     p = onnx_fe.report("out/")                               # one self-contained HTML page (needs matplotlib)
+    v = onnx_fe.validate("out/", "importance/")              # indicators against measured unit importance
 """
 
 __version__ = "0.1.0"
@@ -52,6 +53,7 @@ _LAZY = {
     "compare": "experiments.compare",
     "randomize": "model.randomize",
     "randomize_model": "model.randomize",
+    "validate": "experiments.validate",
     "report": "report",  # the subpackage, callable: onnx_fe.report(...) runs onnx_fe.report.build.report
 }
 
@@ -87,6 +89,7 @@ __all__ = [
     "randomize",
     "randomize_model",
     "report",
+    "validate",
     "birth_points",
     "feature_entropy",
     "betti_curve",

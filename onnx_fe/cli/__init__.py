@@ -10,7 +10,7 @@ INTERRUPTED = "interrupted; no result was completed (run the same command again 
 
 
 def _load():
-    from . import ablate, compare, inspect, randomize, rank, report, score  # registers the commands
+    from . import ablate, compare, inspect, randomize, rank, report, score, validate  # registers the commands
     from .app import app, main
 
     return app, main
