@@ -50,6 +50,12 @@ def report(
         help="Directory written by `onnx-fe ablate` whose curves to draw (repeatable)",
         show_default="none",
     ),
+    validity: Optional[List[Path]] = typer.Option(
+        None,
+        "--validity",
+        help="Directory written by `onnx-fe validate` to show (repeatable; RESULTS/validity is shown without it)",
+        show_default="RESULTS/validity when it exists",
+    ),
     heatmap_layer: Optional[List[str]] = typer.Option(
         None,
         "--heatmap-layer",
@@ -97,6 +103,7 @@ def report(
         list(results),
         output,
         ablation=list(ablation or []),
+        validity=list(validity or []),
         heatmap_layers=_ints(heatmap_layer, "--heatmap-layer"),
         gallery=gallery,
         gallery_units=gallery_units,

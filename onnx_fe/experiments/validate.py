@@ -528,3 +528,21 @@ def load_validity(path) -> Validity:
         if r["layer_index"] != "all":
             r["layer_index"] = int(r["layer_index"])
     return Validity(d, rows, info)
+
+
+def stale_reason(v: Validity) -> str | None:
+    """Why a validity directory no longer describes the results it names (they were scored again), or None."""
+    p = Path(str(v.info.get("results", "")))
+    if not p.is_file():
+        return None  # moved: nothing to compare with
+    try:
+        import h5py
+
+        with h5py.File(p, "r") as f:
+            now = str(f.attrs.get("scores_csv_sha256", ""))
+    except Exception:
+        return None
+    want = str(v.info.get("results_scores_sha256", ""))
+    if want and now and want != now:
+        return f"the results in {p.parent} were scored again after `onnx-fe validate` wrote {v.directory}"
+    return None

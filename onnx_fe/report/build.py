@@ -3,7 +3,8 @@
 Sections (their ids are the anchors and ``data-section`` values of the page): ``run`` (what was scored and how),
 ``compare`` (only with several runs), ``layers`` (per-layer table), ``depth`` (FE against depth), ``distributions``
 (unit FE per layer), ``heatmap`` (class × unit), ``ranking`` (feature entropy against the baselines), ``ablation``
-(curves, when an ablation directory is given) and ``gallery`` (best and worst units' maps).
+(curves, when an ablation directory is given), ``validity`` (indicators against measured unit importance, from
+``onnx-fe validate``) and ``gallery`` (best and worst units' maps).
 """
 
 from __future__ import annotations
@@ -35,7 +36,18 @@ from .summary import (
     table_value,
 )
 
-SECTIONS = ("run", "compare", "layers", "depth", "distributions", "heatmap", "ranking", "ablation", "gallery")
+SECTIONS = (
+    "run",
+    "compare",
+    "layers",
+    "depth",
+    "distributions",
+    "heatmap",
+    "ranking",
+    "ablation",
+    "validity",
+    "gallery",
+)
 MAX_GALLERY_LAYERS = 12
 
 
@@ -738,6 +750,127 @@ def ablation_section(ablations: list) -> Section:
     return Section("ablation", "Cumulative ablation", runs_grid(blocks, len(blocks) == 1), intro)
 
 
+# --------------------------------------------------------------------------- validity
+
+SIGN = {-1: "−", 1: "+", 0: "none"}
+
+
+def _validity_reading(r: dict) -> str:
+    lo, hi, s = r["ci_low"], r["ci_high"], r["expected_sign"]
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "–"
+    if lo <= 0 <= hi:
+        return "CI contains 0"
+    side = 1 if lo > 0 else -1
+    if s == 0:
+        return "positive" if side > 0 else "negative"
+    return "as expected" if side == s else "opposite to expected"
+
+
+def validity_block(v, k: int) -> str:
+    """Table and forest plot of one validity directory (pooled rows sorted by ρ, then the two FE-beyond-activity
+    rows)."""
+    from ..experiments.validate import INCREMENT, PARTIAL
+
+    pooled = [r for r in v.rows if r["layer_index"] == "all"]
+    plain = sorted(
+        (r for r in pooled if r["indicator"] not in (PARTIAL, INCREMENT)),
+        key=lambda r: (not np.isfinite(r["spearman"]), r["spearman"]),
+    )
+    extra = [r for r in pooled if r["indicator"] in (PARTIAL, INCREMENT)]
+    level = float(v.info.get("ci_level", 0.95))
+    target = str(v.info.get("target", "delta_loss"))
+    items = []
+    for r in plain + [r for r in extra if r["indicator"] == PARTIAL]:
+        items.append(
+            {
+                "label": f"{r['indicator']} ({SIGN[r['expected_sign']]})",
+                "value": r["spearman"],
+                "low": r["ci_low"],
+                "high": r["ci_high"],
+                "layers": [
+                    q["spearman"] for q in v.rows if q["indicator"] == r["indicator"] and q["layer_index"] != "all"
+                ],
+            }
+        )
+    fig = F.validity_figure(items, f"v{k}", xlabel=f"Spearman ρ with {target}")
+    rows = [
+        {**r, "sign": SIGN[r["expected_sign"]], "reading": _validity_reading(r), "rho": r["spearman"]}
+        for r in plain + extra
+    ]
+    cols = [
+        Column("indicator", "indicator", "the unit value compared with the measured importance", numeric=False),
+        Column("sign", "expected", "the sign of ρ when the indicator finds the important units", numeric=False),
+        Column(
+            "rho",
+            f"ρ [{_pct(level)} CI]",
+            f"pooled within-layer Spearman ρ with {target}; for fe_increment the gain in cross-validated ρ",
+            render=lambda r: _ci_cell(
+                r["rho"] if np.isfinite(r["rho"]) else None,
+                r["ci_low"] if np.isfinite(r["ci_low"]) else None,
+                r["ci_high"] if np.isfinite(r["ci_high"]) else None,
+                2,
+            ),
+        ),
+        Column("n_units", "units", "units with both values (in layers with a ρ)", 0),
+        Column("reading", "reading", "what the CI says about the sign", numeric=False),
+    ]
+    info = v.info
+    head = how(
+        f"{esc(info.get('method', '?'))} scores against {esc(target)} of {esc(info.get('n_units', '?'))} units, "
+        f"{esc(info.get('resamples', '?'))} resamples of the units within each layer (seed {esc(info.get('seed', '?'))})"
+        f'; importance from <span class="mono">{esc(info.get("importance", "?"))}</span>.'
+    )
+    notes = "".join(missing(esc(n)) for n in info.get("notes") or [])
+    return head + fig + table(cols, rows) + notes
+
+
+def validity_section(runs, given) -> tuple[Section, list[str]]:
+    from ..experiments.validate import find_validity, load_validity, stale_reason
+
+    dirs, notes, blocks = [], [], []
+    for r in runs:
+        d = find_validity(r.directory)
+        if d is not None:
+            dirs.append((r.name if len(runs) > 1 else str(d), d))
+    for g in given:
+        d = find_validity(g)
+        if d is not None and all(Path(d).resolve() != Path(x).resolve() for _, x in dirs):
+            dirs.append((str(d), d))
+    for k, (name, d) in enumerate(dirs):
+        try:
+            v = load_validity(d)
+        except OnnxFeError as e:
+            notes.append(f"validity not shown: {e}")
+            blocks.append((name, missing(f"Not shown: {esc(e)}.")))
+            continue
+        why = stale_reason(v)
+        if why:
+            notes.append(f"validity not shown: {why}")
+            blocks.append((name, missing(f"Not shown: {esc(why)}; run `onnx-fe validate` again.")))
+            continue
+        blocks.append((name, validity_block(v, k)))
+    if not blocks:
+        body = missing(
+            "No validity directory. `onnx-fe validate RESULTS IMPORTANCE` writes RESULTS/validity, which the report "
+            "of RESULTS shows; one written elsewhere is passed with --validity DIR."
+        )
+        return Section("validity", "Indicator validity", body), notes
+    intro = how(
+        "How well each indicator orders the units by what they do: ρ is the Spearman rank correlation, within each "
+        "layer, between the indicator's unit values and the measured importance (the mean increase of the loss "
+        "when the unit alone is zeroed, <code>onnx-fe importance</code>), pooled over layers (the unit-weighted mean "
+        "of the layers' ρ). ρ = 1: the indicator orders the units as their importance, 0: unrelated, −1: reversed. "
+        "“expected” is the sign an indicator that finds important units should have (low FE = important: −). "
+        "Black: pooled ρ with its bootstrap CI over units; open grey dots: single layers. The last two rows ask "
+        "whether FE says more than activity: <code>fe|birth_rate+mean_activation</code> is FE's partial ρ once "
+        "birth rate and mean activation are accounted for, and <code>fe_increment</code> is the gain in "
+        "cross-validated ρ when FE is added to birth rate, mean activation, APoZ and HRank. A CI that contains 0 "
+        "there means this run gives no evidence that FE adds to the activity statistics."
+    )
+    return Section("validity", "Indicator validity", runs_grid(blocks, len(blocks) == 1), intro), notes
+
+
 # --------------------------------------------------------------------------- gallery
 
 
@@ -919,6 +1052,7 @@ def report(
     output=None,
     *,
     ablation=None,
+    validity=None,
     heatmap_layers=None,
     gallery=True,
     gallery_units=3,
@@ -936,7 +1070,8 @@ def report(
 
     ``results``: a results directory (or results.h5, or a ``compare`` output directory), or a list of them.
     ``output``: the HTML file (default: ``report.html`` in the results directory; ``./report.html`` for several).
-    ``ablation``: directories written by ``ablate`` to draw. ``heatmap_layers``: layer indices for the class × unit
+    ``ablation``: directories written by ``ablate`` to draw. ``validity``: directories written by ``validate`` to
+    show (a run's own ``RESULTS/validity`` is shown without being named). ``heatmap_layers``: layer indices for the class × unit
     heatmap (default: the last scored layer). The gallery recomputes the maps of the ``gallery_units`` best and
     worst units of each layer on ``gallery_images`` images of each of ``gallery_classes`` (default: the first and
     the middle class) with the scored model; ``model`` and ``data`` say where those are when the stored paths do
@@ -956,6 +1091,11 @@ def report(
     ablations = [ablation] if isinstance(ablation, (str, os.PathLike)) else list(ablation or [])
     for a in ablations:
         load_ablation(a)  # fail early, before any long work
+    validities = [validity] if isinstance(validity, (str, os.PathLike)) else list(validity or [])
+    for v in validities:
+        from ..experiments.validate import load_validity
+
+        load_validity(v)  # fail early
     for r in runs:  # options are checked before any long work
         scored = [lay.index for lay in r.layers]
         for opt, wanted in (("--heatmap-layer", heatmap_layers), ("--gallery-layer", gallery_layers)):
@@ -1020,6 +1160,9 @@ def report(
         step(len(runs))
         sections.append(ablation_section(ablations))
         step(len(ablations))
+        vs, vn = validity_section(runs, validities)
+        sections.append(vs)
+        notes += vn
         css: list[str] = []
         if gallery:
             gs, css, gn = gallery_section(

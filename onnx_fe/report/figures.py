@@ -339,3 +339,54 @@ def ablation_figure(rows: list[dict], prefix: str, metric: str = "top1") -> str:
     ]
     axes[ncols - 1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return to_svg(fig, prefix)
+
+
+# --------------------------------------------------------------------------- validity
+
+
+def validity_figure(items: list[dict], prefix: str, xlabel: str = "Spearman ρ with delta_loss") -> str:
+    """Forest plot: one row per indicator (top to bottom in the given order), its pooled value as a black dot with
+    its CI as a line, and its per-layer values as small open dots. ``items``: ``{"label", "value", "low", "high",
+    "layers": [values]}``; NaN values are not drawn."""
+    n = len(items)
+    fig, (ax,) = _figure(6.4, 0.9 + 0.32 * n)
+    seen: set = set()
+
+    def once(label):
+        if label in seen:
+            return None
+        seen.add(label)
+        return label
+
+    for k, it in enumerate(items):
+        yk = n - 1 - k
+        lay = np.asarray(it.get("layers") or [], dtype=float)
+        lay = lay[np.isfinite(lay)]
+        if lay.size:
+            ax.plot(
+                lay,
+                np.full(lay.size, yk),
+                "o",
+                ms=3.2,
+                mfc="none",
+                mec="#8a8a8a",
+                mew=0.8,
+                alpha=0.9,
+                label=once("per layer"),
+            )
+        lo, hi, v = (float(it.get(key, np.nan)) for key in ("low", "high", "value"))
+        if np.isfinite(lo) and np.isfinite(hi):
+            ax.plot([lo, hi], [yk, yk], "-", color="#222222", lw=1.6, label=once("pooled CI"))
+        if np.isfinite(v):
+            ax.plot([v], [yk], "o", color="#222222", ms=5.5, label=once("pooled"))
+    ax.axvline(0, color="#999999", lw=0.8)
+    ax.set_yticks(range(n))
+    ax.set_yticklabels([it["label"] for it in reversed(items)])
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3, lw=0.6)
+    h, lab = ax.get_legend_handles_labels()
+    if h:
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=7.5)
+    return to_svg(fig, prefix)
