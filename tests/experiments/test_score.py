@@ -151,3 +151,39 @@ def test_baselines_match_numpy(setup):
             )
         )
         np.testing.assert_allclose(g["weight_l1"][()], np.abs(w).reshape(4, -1).sum(1), rtol=1e-6)
+
+
+def test_hrank_and_activation_std_per_image_and_in_scores_csv(setup, monkeypatch):
+    """results.h5 holds numpy's matrix_rank and std of every stored map; scores.csv their class means; the values
+    are the same bit for bit whatever the chunk of maps (CHUNK_PIXELS), batch size and workers."""
+    root, model, data = setup
+    r = onnx_fe.score(model, data, root / "hr", keep_activations=True, device="cpu", batch_size=5, workers=1)
+    df = pd.read_csv(r.scores_csv)
+    with h5py.File(r.results_h5, "r") as f:
+        labels, classes = f["labels"][()], [c.decode() for c in f["classes"][()]]
+        stored = {}
+        for key in f["layers"]:
+            g = f["layers"][key]
+            a = f["activations"][key][()]  # float32 maps
+            hr, sd = g["hrank"][()], g["activation_std"][()]
+            assert hr.dtype == np.int32 and sd.dtype == np.float32
+            want_hr = np.array([[np.linalg.matrix_rank(m) for m in img] for img in a])
+            want_sd = np.array([[np.std(m, dtype=np.float64) for m in img] for img in a]).astype(np.float32)
+            np.testing.assert_array_equal(hr, want_hr)
+            np.testing.assert_array_equal(sd, want_sd)
+            assert hr.min() >= 0 and hr.max() <= min(a.shape[2:])
+            stored[key] = (hr, sd)
+            name = g.attrs["name"]
+            for k, cname in enumerate(classes):
+                rows = df[(df["layer"] == name) & (df["class"] == cname)].sort_values("unit")
+                np.testing.assert_array_equal(rows["hrank"].to_numpy(), hr[labels == k].astype(np.float64).mean(0))
+                np.testing.assert_array_equal(
+                    rows["activation_std"].to_numpy(), sd[labels == k].astype(np.float64).mean(0)
+                )
+    monkeypatch.setattr(pipeline, "CHUNK_PIXELS", 300)  # a few maps per chunk instead of whole batches
+    small = onnx_fe.score(model, data, root / "hr_chunks", device="cpu", batch_size=2, workers=1)
+    assert small.scores_csv.read_bytes() == r.scores_csv.read_bytes()
+    with h5py.File(small.results_h5, "r") as f:
+        for key, (hr, sd) in stored.items():
+            np.testing.assert_array_equal(f["layers"][key]["hrank"][()], hr)
+            np.testing.assert_array_equal(f["layers"][key]["activation_std"][()], sd)

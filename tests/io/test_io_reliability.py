@@ -65,6 +65,8 @@ def _write_rows(w, s, e, value=1):
         birth_points=np.full((e - s, C), value, np.int32),
         mean_activation=np.full((e - s, C), 0.5, np.float32),
         zero_fraction=np.zeros((e - s, C), np.float32),
+        hrank=np.ones((e - s, C), np.int32),
+        activation_std=np.full((e - s, C), 0.125, np.float32),
     )
     w.done(e)
 

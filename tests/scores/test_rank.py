@@ -182,6 +182,46 @@ def test_baselines_match_direct_numpy_computations(scored):
         np.testing.assert_allclose(onnx_fe.rank(root / "out", "weight_l1").layer(u.index).score, l1, rtol=1e-6)
 
 
+def test_hrank_and_activation_std_rankings_match_numpy_on_the_maps(scored):
+    """rank --by hrank: descending class-mean of numpy's matrix_rank of each float32 map; --by activation_std:
+    descending class-mean of np.std of each map (float64)."""
+    root, model, data = scored
+    units = find_units(model)
+    sess = ort.InferenceSession(
+        expose(model, [u.tap for u in units]).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    ds = open_dataset(data, images_per_class=None)
+    x = ds.load(0, len(ds), Preprocess(16, 16))
+    acts = dict(zip([u.tap for u in units], sess.run([u.tap for u in units], {"image": x})))
+    for u in units:
+        a = acts[u.tap].astype(np.float32)
+        ranks = np.array([[np.linalg.matrix_rank(m) for m in img] for img in a], dtype=np.float64)
+        stds = np.array([[np.std(m, dtype=np.float64) for m in img] for img in a]).astype(np.float32)
+        for by, per_image in (("hrank", ranks), ("activation_std", stds)):
+            want = np.stack([per_image[ds.labels == k].astype(np.float64).mean(axis=0) for k in range(3)]).mean(0)
+            lr = onnx_fe.rank(root / "out", by).layer(u.index)
+            np.testing.assert_allclose(lr.score, want, rtol=1e-12)
+            assert lr.order.tolist() == order_from_scores(want, higher_is_important=True).tolist(), (by, u.name)
+            assert lr.score[lr.order[0]] == want.max()  # higher is more important
+        assert ranks.max() <= min(a.shape[2:])
+    assert len({float(v) for u in units for v in onnx_fe.rank(root / "out", "hrank").layer(u.index).score}) > 1
+
+
+@pytest.mark.parametrize("by", ["hrank", "activation_std"])
+def test_rank_cli_by_the_new_baselines(scored, tmp_path, capsys, by):
+    root = scored[0]
+    assert main(["rank", str(root / "out"), "--by", by, "-o", str(tmp_path / "r.csv")]) == 0
+    out = capsys.readouterr().out
+    assert f"units by {by}" in out
+    df = pd.read_csv(tmp_path / "r.csv")
+    assert (df["by"] == by).all() and len(df) == 4 + 6 + 8
+    direct = onnx_fe.rank(root / "out", by)
+    for lr in direct.layers:
+        got = df[df["layer_index"] == lr.layer_index]
+        assert got["unit"].tolist() == lr.order.tolist()
+    assert json.loads((tmp_path / "r.json").read_text())["rule"].startswith("descending")
+
+
 def test_random_ranking_is_seeded_per_layer(scored):
     root = scored[0]
     a, b, c = (onnx_fe.rank(root / "out", "random", seed=s) for s in (0, 0, 1))
@@ -218,7 +258,9 @@ def test_rank_cli_writes_csv_and_json_that_load_back(scored, tmp_path, capsys):
     ).exists()
 
 
-@pytest.mark.parametrize("case", ["missing", "partial", "bad_by", "bad_class", "no_l1", "not_results"])
+@pytest.mark.parametrize(
+    "case", ["missing", "partial", "bad_by", "bad_class", "no_l1", "not_results", "old_hrank", "old_std"]
+)
 def test_rank_errors_are_one_line(case, tmp_path, capsys):
     res = write_results(tmp_path / "r", HAND, LABELS, ["a", "b"], l1=[np.nan] * 7)
     if case == "missing":
@@ -233,6 +275,9 @@ def test_rank_errors_are_one_line(case, tmp_path, capsys):
         args, words = [str(res), "--classes", "zz"], "--classes 'zz'"
     elif case == "no_l1":
         args, words = [str(res), "--by", "weight_l1"], "not constants"
+    elif case in ("old_hrank", "old_std"):  # results written before hrank and activation_std existed
+        by = "hrank" if case == "old_hrank" else "activation_std"
+        args, words = [str(res), "--by", by], f"predate the {by} column"
     else:
         (tmp_path / "x.h5").write_bytes(b"not hdf5")
         args, words = [str(tmp_path / "x.h5")], "cannot read results file"
