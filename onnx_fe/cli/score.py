@@ -104,7 +104,7 @@ def score(
     t = Table(
         title=f"per layer: mean over units of the class-averaged scores, [{level} CI over units] — device: {result.device}"
     )
-    cols = ["#", "layer", "tap", "units", "map", "FE", "rarefied FE", "birth rate", "noise FE"]
+    cols = ["#", "layer", "tap", "units", "map", "FE", "rarefied FE", "birth rate", "noise FE", "ρ FE~act", "ρ FE~BR"]
     if result.control is not None:
         cols += ["control FE", "Δ FE (trained − control)"]
     for col in cols:
@@ -120,14 +120,20 @@ def score(
             _ci(r, "fe_rarefied"),
             _ci(r, "birth_rate"),
             _num(r.get("null_fe")),
+            _ci(r, "rho_fe_mean_activation"),
+            _ci(r, "rho_fe_birth_rate"),
         ]
         if result.control is not None:
             cells += [_num(r.get("control_fe")), _ci(r, "delta_fe")]
         t.add_row(*cells)
-    c = Console(stderr=False, width=max(120, Console().width))
+    c = Console(stderr=False, width=max(120 + 10 * (len(cols) - 9), Console().width))  # room for the CIs
     c.print(t)
     c.print(
         "noise FE: what structureless noise maps of the layer's size get; compare layers only against it and a control"
+    )
+    c.print(
+        "ρ FE~act, ρ FE~BR: Spearman's ρ over the layer's units of FE against the mean activation and the birth rate "
+        "[CI over units]; near ±1, FE orders the units as that cheap statistic does and says little beyond it"
     )
     for note in result.notes:
         c.print(note, markup=False, highlight=False, soft_wrap=True)

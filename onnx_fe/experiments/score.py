@@ -376,7 +376,14 @@ def _write_layers_csv(cfg: ScoreConfig, res: ScoreResult, control: ScoreResult |
             relu=lay["activated"],
         )
         rows.append(
-            layer_row(lay, cfg.statistics.ci_level, null=null, control=ctrl.get(lay["layer"]) if ctrl else None)
+            layer_row(
+                lay,
+                cfg.statistics.ci_level,
+                null=null,
+                control=ctrl.get(lay["layer"]) if ctrl else None,
+                n_resamples=cfg.statistics.resamples,
+                seed=cfg.statistics.bootstrap_seed,
+            )
         )
     res.layers_csv = res.output / "layers.csv"
     write_table_csv(res.layers_csv, rows)

@@ -707,6 +707,7 @@ def read_layer_scores(h5_path: Path) -> list[dict]:
     """Each layer's attributes and (K, C) statistics from a complete results file."""
     out = []
     with h5py.File(h5_path, "r") as f:
+        labels, n_classes = f["labels"][()], len(f["classes"])
         for key in sorted(f["layers"]):
             g = f["layers"][key]
             out.append(
@@ -720,6 +721,10 @@ def read_layer_scores(h5_path: Path) -> list[dict]:
                     "n_units": int(g.attrs["channels"]),
                     "n_images": g["n_images"][()],
                     **{s: g[s][()] for s in ("feature_entropy", "birth_rate", "fe_rarefied", "n_births") if s in g},
+                    # (K, C) class means of the per-image mean activation (NaN for a class without images)
+                    "mean_activation": np.stack(
+                        [_class_mean(g["mean_activation"][()], labels == k) for k in range(n_classes)]
+                    ).reshape(n_classes, int(g.attrs["channels"])),
                 }
             )
     return out

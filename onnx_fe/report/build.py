@@ -355,6 +355,22 @@ def layer_columns(rows: list[dict], level: float = 0.95) -> list[Column]:
             )
         )
     cols.append(Column("no_birth_units", "units w/o birth", "units with no birth point on any scored image", 0))
+    for key, header, what in (
+        ("rho_fe_mean_activation", "ρ FE ~ mean act.", "mean activation"),
+        ("rho_fe_birth_rate", "ρ FE ~ birth rate", "birth rate"),
+    ):
+        if _has(rows, key):
+            cols.append(
+                _ci_col(
+                    key,
+                    f"{header} [{ci} CI]",
+                    f"Spearman's ρ over the layer's units of each unit's class-mean FE against its class-mean {what}, "
+                    f"with a percentile bootstrap CI over units (layers.csv {key})",
+                    f"{key}_ci_low",
+                    f"{key}_ci_high",
+                    2,
+                )
+            )
     return cols
 
 
@@ -445,7 +461,10 @@ def layers_section(runs: list[Run], rows_by_run: dict) -> Section:
         "lower means a more stable spatial pattern. A layer's value is the mean over its units of each unit's "
         "class mean. Intervals are the ones the results hold (CIs over units, from layers.csv). Read a layer "
         "against its noise null (what structureless maps of its size give) and against the control before "
-        "comparing layers. Click a column header to sort."
+        "comparing layers. The two ρ columns say how much of FE is activity: Spearman's ρ over the layer's units "
+        "of FE against the mean activation and against the birth rate; near ±1, FE orders the units as that "
+        "cheap statistic does and says little beyond it, near 0 the orders are unrelated. Click a column header "
+        "to sort."
     )
     return Section("layers", "Layers", runs_grid(blocks, len(runs) == 1), intro)
 

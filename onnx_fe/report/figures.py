@@ -22,6 +22,8 @@ INDICATOR_COLORS = {
     "mean_activation": "#1f77b4",
     "apoz": "#2ca02c",
     "weight_l1": "#9467bd",
+    "hrank": "#8c564b",
+    "activation_std": "#17becf",
     "random": "#7f7f7f",
 }
 NULL_COLOR = "#7f7f7f"

@@ -13,7 +13,7 @@ import numpy as np
 from ..model.graph import ACTIVATIONS
 
 # Baselines compared with the feature-entropy ranking; the keys are ``onnx-fe rank --by`` indicators.
-BASELINES = ("mean_activation", "apoz", "weight_l1")
+BASELINES = ("mean_activation", "apoz", "weight_l1", "hrank", "activation_std")
 
 
 def tap_kind(chain: str, attrs: dict | None = None) -> str:
@@ -64,7 +64,8 @@ def layer_rows(run) -> list[dict]:
     (quartiles of the units' FE), no_birth_units (units with no birth point on any image). With per-cell statistics
     in results.h5: fe_rarefied (mean over the units where it is defined), fe_ci_width and birth_rate_ci_width (median
     width of the unit × class CIs). From layers.csv, under its own names: fe_ci_low/high, fe_rarefied with its CI,
-    birth_rate_ci_low/high, null_fe, null_fe_rarefied, null_birth_rate, control_*, delta_* with CIs, cohens_d.
+    birth_rate_ci_low/high, null_fe, null_fe_rarefied, null_birth_rate, control_*, delta_* with CIs, cohens_d,
+    rho_fe_mean_activation and rho_fe_birth_rate with their CIs (how much of FE is activity).
     """
     rows = []
     for lay in run.layers:

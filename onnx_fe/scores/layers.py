@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 
+from .activity import fe_activity_columns
 from .statistics import NoiseNull, cohens_d, difference_ci, mean_ci
 
 UNIT_STATS = ("feature_entropy", "fe_rarefied", "birth_rate")
@@ -25,8 +26,20 @@ def unit_values(per_class: np.ndarray) -> np.ndarray:
         return np.nanmean(a, axis=0) if a.size else np.zeros(a.shape[1:])
 
 
-def layer_row(layer: dict, level: float, null: NoiseNull | None = None, control: dict | None = None) -> dict:
-    """One row of layers.csv from a layer's (K, C) statistics (``layer`` as read by io.results.read_layer_scores)."""
+def layer_row(
+    layer: dict,
+    level: float,
+    null: NoiseNull | None = None,
+    control: dict | None = None,
+    *,
+    n_resamples: int = 0,
+    seed: int = 0,
+) -> dict:
+    """One row of layers.csv from a layer's (K, C) statistics (``layer`` as read by io.results.read_layer_scores).
+
+    With the layer's class-mean ``mean_activation`` (K, C), also how much of FE is activity: Spearman's ρ over units
+    of FE against the mean activation and against the birth rate, with ``n_resamples`` bootstrap resamples of units
+    seeded by ``seed`` and the layer index (:func:`onnx_fe.scores.activity.fe_activity_columns`)."""
     row = {k: layer[k] for k in ("layer", "layer_index", "height", "width", "tap", "activated", "n_units")}
     units = {s: unit_values(layer[s]) for s in UNIT_STATS}
     for s, short in (("feature_entropy", "fe"), ("fe_rarefied", "fe_rarefied"), ("birth_rate", "birth_rate")):
@@ -35,6 +48,18 @@ def layer_row(layer: dict, level: float, null: NoiseNull | None = None, control:
         row[f"{short}_ci_low"], row[f"{short}_ci_high"] = ci.low, ci.high
         if s == "fe_rarefied":
             row["n_units_rarefied"] = ci.n
+    if "mean_activation" in layer:
+        row.update(
+            fe_activity_columns(
+                units["feature_entropy"],
+                unit_values(layer["mean_activation"]),
+                units["birth_rate"],
+                level=level,
+                n_resamples=n_resamples,
+                seed=seed,
+                layer_index=int(layer["layer_index"]),
+            )
+        )
     if null is not None:
         row["null_fe"], row["null_fe_rarefied"], row["null_birth_rate"] = (
             null.feature_entropy,
