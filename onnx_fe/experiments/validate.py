@@ -322,7 +322,10 @@ def validate(results, importance, output=None, *, resamples=1000, seed=0, ci_lev
     and validity.json (default: ``RESULTS/validity``). ``resamples``, ``seed``, ``ci_level``: the bootstrap over units
     (stratified by layer). ``output=False`` computes without writing. Returns a :class:`ValidityResult`.
     """
+    from ..io.paths import check_output
+
     log = log or (lambda msg: None)
+    check_output(output if output is not False else None)
     _check_options(resamples, seed, ci_level)
     results_h5, meta, layers = read_indicators(results)
     imp_csv = importance_file(importance)

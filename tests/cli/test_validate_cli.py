@@ -214,6 +214,7 @@ def test_missing_units_non_classifier_and_absent_indicator_columns(scored, tmp_p
         ("no_results", "results not found"),
         ("bad_level", "--ci-level"),
         ("foreign_output", "was not written by `onnx-fe validate`"),
+        ("empty_output", "is empty; give a path"),
     ],
 )
 def test_errors_are_one_line(scored, tmp_path, capsys, case, message):
@@ -248,6 +249,9 @@ def test_errors_are_one_line(scored, tmp_path, capsys, case, message):
         (tmp_path / "o").mkdir()
         (tmp_path / "o" / "validity.csv").write_text("my,own,table\n1,2,3\n")
         extra = ["-o", tmp_path / "o"]
+    elif case == "empty_output":
+        write_importance(scored, imp)
+        extra = ["-o", ""]
     code, out, err = cli(capsys, "validate", res, imp, "--resamples", "20", *extra)
     assert code == 2
     assert err.startswith("onnx-fe: error: ") and err.count("\n") == 1 and message in err, err
