@@ -11,6 +11,7 @@ Python API::
     c = onnx_fe.compare(["a.onnx", "b.onnx"], "data/")       # several networks side by side
     r = onnx_fe.randomize("model.onnx", "twin.onnx", seed=0) # untrained twin (random-init control)
     p = onnx_fe.report("out/")                               # one self-contained HTML page (needs matplotlib)
+    i = onnx_fe.importance("model.onnx", "data/", "imp/")    # each unit zeroed alone: Δ loss, Δ top-1, Δ output
     v = onnx_fe.validate("out/", "importance/")              # indicators against measured unit importance
 """
 
@@ -54,6 +55,7 @@ _LAZY = {
     "randomize": "model.randomize",
     "randomize_model": "model.randomize",
     "validate": "experiments.validate",
+    "importance": "experiments.importance",
     "report": "report",  # the subpackage, callable: onnx_fe.report(...) runs onnx_fe.report.build.report
 }
 

@@ -10,7 +10,17 @@ INTERRUPTED = "interrupted; no result was completed (run the same command again 
 
 
 def _load():
-    from . import ablate, compare, inspect, randomize, rank, report, score, validate  # registers the commands
+    from . import (  # registers the commands
+        ablate,
+        compare,
+        importance,
+        inspect,
+        randomize,
+        rank,
+        report,
+        score,
+        validate,
+    )
     from .app import app, main
 
     return app, main
