@@ -183,6 +183,7 @@ class _Layer:
     mask_dtype: type = np.float32
     batchable: bool = False
     nbytes: int = 0
+    is_output: bool = False  # the tap is the first output itself: zeroing a unit zeroes its output channel
 
 
 @dataclass
@@ -260,6 +261,8 @@ def _free_mask_batch(model: onnx.ModelProto, mask: str) -> None:
 
 def _build_layer(plan: ImportancePlan, u: ConvUnit) -> _Layer:
     lm = plan.model
+    if u.tap == plan.output_name:  # add_unit_masks leaves a graph output unmasked: the mask is applied here
+        return _Layer(u, reaches=True, is_output=True)
     masked, info = add_unit_masks(lm.model, [u.tap])
     mask = info[u.tap][0]
     _free_mask_batch(masked, mask)
@@ -397,6 +400,20 @@ def _measure(plan, lr: _Layer, chosen, x, y, real: int, first: int, res: Importa
     u = lr.unit
     image = plan.model.input_name
     t = time.perf_counter()
+    if lr.is_output:
+        base = plan.forward(x)
+        _finite(base[:real], plan, first, "")
+        if classifier:
+            loss0, hit0 = cross_entropy(as_logits(base[:real]), y, spec.probabilities)
+        for col, c in enumerate(chosen):
+            o = base.copy()
+            o[:, c] = 0
+            do[:, col] = output_change(o[:real], base[:real])
+            if classifier:
+                loss, hit = cross_entropy(as_logits(o[:real]), y, spec.probabilities)
+                dl[:, col], dt[:, col] = loss - loss0, hit0 - hit
+        sec["suffix"] += time.perf_counter() - t
+        return dl, dt, do
     try:
         feeds = {}
         if lr.prefix is not None:
