@@ -8,7 +8,7 @@ its own map alone, so the chunk a map is computed in (batch size, shard size, wo
   S of the float32 map (LAPACK's float32 SVD, ``numpy.linalg.svd(..., compute_uv=False)``), counted above the
   tolerance ``S.max() · max(H, W) · eps(float32)``. float32 because the maps are float32: their own rounding
   (≈ 1e-7 relative) would make nearly every low-rank map full rank against a float64 tolerance, and HRank itself
-  took the rank of float32 maps. An all-zero map has rank 0. The SVD runs on one BLAS thread (threadpoolctl):
+  took the rank of float32 maps. An all-zero map has rank 0 (found without an SVD). The SVD runs on one BLAS thread (threadpoolctl):
   the shards already run in parallel, and a multithreaded SVD of small matrices is slower on a busy machine.
 * ``activation_std``: the population standard deviation (ddof 0) of the map's H·W values, accumulated in
   float64 (``numpy.std(map, dtype=float64)``), stored as float32 like the mean activation. The lesson of the
@@ -60,11 +60,16 @@ def map_ranks(maps) -> np.ndarray:
     n, h, w = m.shape
     if n == 0 or h == 0 or w == 0:
         return np.zeros(n, dtype=np.int32)
+    out = np.zeros(n, dtype=np.int32)
+    live = np.flatnonzero(m.any(axis=(1, 2)))  # an all-zero map (common after a ReLU) has rank 0: no SVD needed
+    if len(live) == 0:
+        return out
     with _one_blas_thread():
-        s = np.linalg.svd(m, compute_uv=False)  # (n, min(H, W)) float32, descending
+        s = np.linalg.svd(m[live] if len(live) < n else m, compute_uv=False)  # (n, min(H, W)) float32, descending
     rtol = np.float32(max(h, w)) * np.finfo(np.float32).eps  # exact: max(H, W) times a power of two
     tol = s.max(axis=-1, keepdims=True) * rtol
-    return np.count_nonzero(s > tol, axis=-1).astype(np.int32)
+    out[live] = np.count_nonzero(s > tol, axis=-1)
+    return out
 
 
 def map_std(maps) -> np.ndarray:
