@@ -429,6 +429,7 @@ def _measure(plan, lr: _Layer, chosen, x, y, real: int, first: int, res: Importa
             return lr.suffix.session.run([plan.output_name], {**f, lr.mask: mask})[0]
 
         base = run(feeds, np.ones((1, c, 1, 1), dtype=lr.mask_dtype))[:real]
+        sec["reference"] = sec.get("reference", 0.0) + time.perf_counter() - t1
         _finite(base, plan, first, f" (layer {u.index} {u.name}, no unit zeroed)")
         if classifier:
             base_loss, base_hit = cross_entropy(as_logits(base), y, spec.probabilities)
