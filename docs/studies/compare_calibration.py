@@ -18,10 +18,10 @@ scenario; per trial, fresh images give fresh birth points. Scenarios:
 
 Per trial: bootstrap CI (B resamples) and permutation p-value (P permutations). Run:
 
-    python docs/compare_calibration.py              # 400 trials per scenario, B = 500, P = 199 (~3 min on 2 cores)
-    python docs/compare_calibration.py --trials 100 # quicker
-    python docs/compare_calibration.py --level-check # the permutation test's level alone: "same units",
-                                                     # 2 × 3000 trials, P = 19, no bootstrap (~4 min)
+    python docs/studies/compare_calibration.py              # 400 trials per scenario, B = 500, P = 199 (~3 min on 2 cores)
+    python docs/studies/compare_calibration.py --trials 100 # quicker
+    python docs/studies/compare_calibration.py --level-check # the permutation test's level alone: "same units",
+                                                             # 2 × 3000 trials, P = 19, no bootstrap (~4 min)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The pre-registered rules of docs/preregistration.md, read from the page itself.
 
-    import prereg                      # with docs/ on sys.path
+    import prereg                      # with docs/studies/ on sys.path
     rules = prereg.load()              # the registered block with every amendment applied, in order
     rules["claims"]                    # list of claims: id, direction, primary, effect, control, ...
     prereg.verdict(low, high, +1)      # "reproduced" | "contradicted" | "inconclusive"
@@ -21,7 +21,7 @@ import math
 import re
 from pathlib import Path
 
-PAGE = Path(__file__).resolve().parent / "preregistration.md"
+PAGE = Path(__file__).resolve().parents[1] / "preregistration.md"
 _FENCE = re.compile(r"^```json (prereg|prereg-amendment)[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 
 

@@ -1,6 +1,6 @@
 """Regenerate the measurements of docs/ranking.md: cumulative ablation curves and a model comparison.
 
-    python docs/ranking_evidence.py          # about 4 minutes on 2 CPU cores
+    python docs/studies/ranking_evidence.py          # about 4 minutes on 2 CPU cores
 
 Scores and ablation outputs go to onnx-fe-results/ranking-evidence/ (git-ignored; finished scores are reused);
 the plots are copied to docs/img/. The tables are printed as Markdown.
@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx_fe
 from onnx_fe.scores.ranking import load_rankings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "onnx-fe-results" / "ranking-evidence"
 IMG = ROOT / "docs" / "img"
 DEMO = ROOT / "models" / "demo"

@@ -1,7 +1,7 @@
 """The tables of docs/method.md, "Reading the numbers" and "Comparing networks", from the zoo.
 
-    python docs/reading_numbers.py            # prints the tables and updates docs/method.md
-    python docs/reading_numbers.py --no-write # prints them only
+    python docs/studies/reading_numbers.py            # prints the tables and updates docs/method.md
+    python docs/studies/reading_numbers.py --no-write # prints them only
 
 1. ``control``: `models/digits_vgg/converged` on `models/data/digits/test`, 20 images per class (200 images), CPU,
    defaults otherwise (1000 bootstrap resamples, k = 10, control seed 0), cubical and clique: the equivalent of
@@ -31,7 +31,7 @@ from pathlib import Path
 import onnx_fe
 from onnx_fe.scores.statistics import noise_null
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ZOO = ROOT / "models"
 DIGITS = ZOO / "data/digits/test"
 SHAPES = ZOO / "data/shapes/test"
@@ -197,7 +197,7 @@ def write(tables: dict[str, str]) -> None:
         pat = re.compile(rf"<!-- {name}:begin.*?<!-- {name}:end -->", re.S)
         if not pat.search(text):
             raise SystemExit(f"docs/method.md has no {name} markers")
-        block = f"<!-- {name}:begin (written by docs/reading_numbers.py) -->\n{md}\n<!-- {name}:end -->"
+        block = f"<!-- {name}:begin (written by docs/studies/reading_numbers.py) -->\n{md}\n<!-- {name}:end -->"
         text = pat.sub(lambda _, b=block: b, text)
     doc.write_text(text)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 METHOD_PARAMS = {"cubical": {"resolution": 100, "threshold": 100}, "clique": {"threshold": 50, "max_edge_density": 0.8}}
 FORMAT = "onnx-fe-repro/2"
 

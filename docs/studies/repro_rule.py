@@ -1,7 +1,7 @@
 """Step 0 of reproduction v2: apply the pre-registered cubical parameter rule on the seed-0 digits VGG.
 
-    python docs/repro_rule.py        # scores (or reuses) the two networks on the digits training split, writes
-                                     # docs/repro-results/cubical_rule.json
+    python docs/studies/repro_rule.py        # scores (or reuses) the two networks on the digits training split, writes
+                                             # docs/repro-results/cubical_rule.json
 
 Run before any network of seeds 1-5 is scored: its threshold is then used for every cubical verdict.
 """

@@ -1,8 +1,8 @@
 """Reproduction v2, scoring of the confirmatory networks (seeds 1-5) into docs/repro-results/s<seed>/.
 
-    python docs/repro_score.py                  # every record whose network is built; waits for none
-    python docs/repro_score.py --follow         # keep going while models/build_seeds.py is still training
-    python docs/repro_score.py --seeds 1 -j 2
+    python docs/studies/repro_score.py                  # every record whose network is built; waits for none
+    python docs/studies/repro_score.py --follow         # keep going while models/build_seeds.py is still training
+    python docs/studies/repro_score.py --seeds 1 -j 2
 
 One record per network × image set × method (repro_data.score_record); a record that exists and was made from the
 same model bytes, images and method is kept, so the step resumes where it stopped. Needs only the scoring install.

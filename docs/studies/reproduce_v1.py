@@ -1,7 +1,7 @@
 """Reproduce the paper's claims on the committed models: writes docs/reproduction_v1.md and docs/img/repro_*.png.
 
-    python docs/reproduce_v1.py            # everything (cached scores are reused)
-    python docs/reproduce_v1.py --fresh    # recompute every score
+    python docs/studies/reproduce_v1.py            # everything (cached scores are reused)
+    python docs/studies/reproduce_v1.py --fresh    # recompute every score
 
 Needs only the scoring install plus matplotlib and pandas (`pip install -e ".[test]"`). Scores are cached in
 docs/.repro-cache/ (git-ignored), one onnx-fe output folder per model × data × method × parameters, so a re-run
@@ -24,7 +24,7 @@ import numpy as np
 import onnx_fe
 from onnx_fe.topology import CUBICAL_DEFAULTS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 IMG = DOCS / "img"
 CACHE = DOCS / ".repro-cache"
@@ -108,8 +108,8 @@ def layer_stats(h5: Path) -> list[dict]:
 
 
 def rescaled_twin(src: Path, dst: Path, layer: int, alpha: float) -> Path:
-    """Conv ``layer`` × alpha, the next conv's weights × 1/alpha (the ONNX edit of docs/repro_data.py)."""
-    sys.path.insert(0, str(DOCS))
+    """Conv ``layer`` × alpha, the next conv's weights × 1/alpha (the ONNX edit of docs/studies/repro_data.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import repro_data
 
     return repro_data.rescaled_twin(src, dst, layer=layer, alpha=alpha)
@@ -705,7 +705,7 @@ def main(argv=None) -> None:
         "Regenerate everything on this page (tables and figures) from the committed models with",
         "",
         "```bash",
-        'pip install -e ".[test]" && python docs/reproduce.py --fresh',
+        'pip install -e ".[test]" && python docs/studies/reproduce_v1.py --fresh',
         "```",
         "",
         f"Last run: {total / 60:.1f} min on a 2-core x86_64 CPU (no GPU), {len(TIMES)} of the scorings not cached. Methods: `cubical` with the parameters "

@@ -1,7 +1,7 @@
 """Coverage of the confidence intervals of onnx_fe.scores.statistics, by simulation (tables of docs/statistics.md).
 
-    python docs/statistics_coverage.py            # about 1 minute on one CPU core
-    python docs/statistics_coverage.py --trials 500 --k 5
+    python docs/studies/statistics_coverage.py            # about 1 minute on one CPU core
+    python docs/studies/statistics_coverage.py --trials 500 --k 5
 
 Each trial is one unit × class cell: N images, each with a birth point with probability ``rate``, whose value is
 drawn from a known distribution P over 1..75. For every cell the module's 95 % intervals are computed (1000

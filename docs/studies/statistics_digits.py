@@ -1,6 +1,6 @@
 """Sample-size statistics on the zoo's digits VGG, and the noise null across map sizes (docs/statistics.md).
 
-    python docs/statistics_digits.py [--out /tmp/onnx-fe-stats]     # about 1 minute on 2 CPU cores
+    python docs/studies/statistics_digits.py [--out /tmp/onnx-fe-stats]     # about 1 minute on 2 CPU cores
 
 1. Scores models/digits_vgg/converged on models/data/digits/test (cubical, CPU; a finished score is reused).
 2. Per layer, over its unit × class cells: Spearman(raw FE, n_births) and Spearman(fe_rarefied, n_births) for
@@ -27,7 +27,7 @@ import numpy as np
 import onnx_fe
 from onnx_fe.scores import statistics as S
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models" / "digits_vgg" / "converged" / "model.onnx"
 DATA = ROOT / "models" / "data" / "digits" / "test"
 KS = (5, 10)

@@ -1,4 +1,4 @@
-"""docs/prereg.py reads the verdict rules from docs/preregistration.md, and the page keeps its registered block."""
+"""docs/studies/prereg.py reads the verdict rules from docs/preregistration.md, and the page keeps its registered block."""
 
 import importlib.util
 import math
@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "preregistration.md"
 
-_spec = importlib.util.spec_from_file_location("prereg", ROOT / "docs" / "prereg.py")
+_spec = importlib.util.spec_from_file_location("prereg", ROOT / "docs" / "studies" / "prereg.py")
 prereg = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(prereg)
 

@@ -1,4 +1,4 @@
-"""The statistics of reproduction v2 (docs/repro_stats.py, docs/repro_claims.py) against independent computations."""
+"""The statistics of reproduction v2 (docs/studies/repro_stats.py, docs/studies/repro_claims.py) against independent computations."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import linregress, spearmanr
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-sys.path.insert(0, str(DOCS))
+sys.path.insert(0, str(DOCS / "studies"))
 
 import prereg  # noqa: E402
 import repro_claims as RC  # noqa: E402

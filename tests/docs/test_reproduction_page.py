@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-sys.path.insert(0, str(DOCS))
+sys.path.insert(0, str(DOCS / "studies"))
 
 import prereg  # noqa: E402
 
