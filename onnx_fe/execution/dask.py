@@ -21,7 +21,11 @@ Needs the optional extra ``onnx-fe[dask]`` (``distributed``). What travels and w
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import socket
+import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -129,24 +133,36 @@ class DaskExecutor:
         send_model: bool | None = None,
         own_client: bool = False,
         wait_s: float = 60,
+        cluster=None,
+        address: str | None = None,
     ):
         _distributed()
         self.client = client
         self.send_model = send_model
         self._in_flight = in_flight
         self._own = own_client
+        self._cluster = cluster  # a cluster this executor started (dask-jobqueue): closed with it
         self.wait_s = wait_s
+        self.address = address or getattr(getattr(client, "scheduler", None), "address", None)
         self.model_mode: str | None = None  # "path" or "bytes", once map() has decided
+        self._quiet: _QuietDistributed | None = None  # Dask's log levels to restore when closed
 
     @classmethod
-    def connect(cls, address: str, timeout: float = 20, **kw) -> DaskExecutor:
-        """Connect to a running scheduler (the executor closes the connection when closed)."""
+    def connect(cls, address: str, timeout: float = 10, **kw) -> DaskExecutor:
+        """Connect to a running scheduler (the executor closes the connection when closed). An address where nothing
+        answers, or where something else than a Dask scheduler answers, fails at once (a plain TCP connection is tried
+        first, for at most 5 s), not after ``timeout``."""
         distributed = _distributed()
+        _probe(address, min(5.0, timeout))
+        quiet = _QuietDistributed()
         try:
             client = distributed.Client(address, timeout=f"{timeout}s", set_as_default=False)
-        except (OSError, TimeoutError) as e:
-            raise OnnxFeError(f"cannot connect to the Dask scheduler at {address}: {e}") from None
-        return cls(client, own_client=True, **kw)
+        except Exception as e:  # whatever answers there, the user gets one line
+            quiet.restore()
+            raise OnnxFeError(f"cannot connect to the Dask scheduler at {address}: {_first_line(e)}") from None
+        ex = cls(client, own_client=True, address=address, **kw)
+        ex._quiet = quiet
+        return ex
 
     @property
     def slots(self) -> int:
@@ -193,6 +209,10 @@ class DaskExecutor:
         todo = deque(bounds)
         order: deque = deque()  # (bounds, future), submitted and not yet yielded, in the order of bounds
         reported: set[tuple[int, int]] = set()
+        # Every wait goes through this client (never a default one: the CLI's client is not the default, and a
+        # caller's need not be): each future wakes the driver through its own client's callback when it is done.
+        woken = threading.Event()
+        watch = _WorkerWatch(self.client, self.wait_s)
         try:
             while todo or order:
                 while todo and len(order) < limit:
@@ -200,17 +220,24 @@ class DaskExecutor:
                     f = self.client.submit(
                         _dask_call, fn, shared, s, e, key=f"onnx-fe-shard-{s}-{e}-{token}", pure=False
                     )
+                    f.add_done_callback(lambda _f: woken.set())
                     order.append(((s, e), f))
-                if not order[0][1].done():
-                    distributed.wait([f for _, f in order if not f.done()], return_when="FIRST_COMPLETED")
+                woken.clear()  # a future done from here on sets it again; one done before is seen below
+                fresh = False
                 for b, f in order:
                     if b not in reported and f.status == "finished":
                         reported.add(b)
+                        fresh = True
                         if on_done is not None:
                             on_done(*b)
                 b, f = order[0]
                 if not f.done():
+                    if not fresh and not woken.wait(1.0):
+                        watch.check(self._lost)
                     continue
+                watch.progress()
+                if f.cancelled():  # the client cancels every future when it loses the scheduler
+                    raise self._lost()
                 try:
                     r = f.result()
                 except distributed.KilledWorker as e:
@@ -218,20 +245,132 @@ class DaskExecutor:
                         f"images {b[0]}..{b[1] - 1} killed several Dask workers ({e}; out of memory? try a smaller "
                         "--batch-size or --shard-size); the shards before them are saved and a new run resumes there"
                     ) from None
+                except distributed.client.FutureCancelledError:
+                    raise self._lost() from None
                 order.popleft()
                 reported.discard(b)
                 yield r
         finally:
-            if order:  # an error, Ctrl-C or the caller stopped early
+            if order and self.client.status == "running":  # an error, Ctrl-C or the caller stopped early
                 self.client.cancel([f for _, f in order])
-            self.client.cancel([shared])
+            if self.client.status == "running":
+                self.client.cancel([shared])
+
+    def _lost(self) -> OnnxFeError:
+        at = f" at {self.address}" if self.address else ""
+        return OnnxFeError(
+            f"lost the connection to the Dask scheduler{at} mid-run; the shards written so far are saved and the same "
+            "command resumes after them (on this or another cluster, or locally)"
+        )
 
     def close(self) -> None:
-        if self._own:
-            self.client.close()
+        try:
+            if self._own:
+                self.client.close()
+            if self._cluster is not None:
+                self._cluster.close()
+        finally:
+            if self._quiet is not None:
+                self._quiet.restore()
+                self._quiet = None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+class _WorkerWatch:
+    """Stops a run whose cluster has no worker left for ``wait_s`` seconds (all killed, jobs ended) instead of
+    waiting for ever; asks the scheduler at most every few seconds, only while no shard finishes."""
+
+    def __init__(self, client, wait_s: float):
+        self.client, self.wait_s = client, wait_s
+        self.since = time.monotonic()  # last progress, or the last time a worker was seen
+        self.asked = 0.0
+
+    def progress(self) -> None:
+        self.since = time.monotonic()
+
+    def check(self, lost: Callable[[], OnnxFeError]) -> None:
+        now = time.monotonic()
+        if now - self.asked < min(5.0, self.wait_s / 4):
+            return
+        self.asked = now
+        if self.client.status != "running":
+            raise lost()
+        try:
+            n = len(self.client.nthreads())
+        except OSError:
+            raise lost() from None
+        if n:
+            self.since = now
+        elif now - self.since > self.wait_s:
+            raise OnnxFeError(
+                f"no Dask worker has been left in the cluster for {self.wait_s:.0f} s (killed, or their jobs ended); "
+                "the shards written so far are saved and the same command resumes after them"
+            )
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]
+
+
+def _probe(address: str, timeout: float) -> None:
+    """Fail at once, with one line, where nothing accepts a TCP connection at the scheduler's host and port, or
+    where what accepts it is not a Dask server (a Dask server speaks first: the length of its handshake). ``tcp``
+    addresses are read from, ``tls``, ``ws`` and ``wss`` only connected to; others are left to Dask."""
+    proto, _, rest = address.partition("://")
+    if proto not in ("tcp", "tls", "ws", "wss"):
+        return
+    host, _, port = rest.rpartition(":")
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+            if proto != "tcp":
+                return
+            sock.settimeout(timeout)
+            head = b""
+            try:
+                while len(head) < 8:
+                    got = sock.recv(8 - len(head))
+                    if not got:
+                        break
+                    head += got
+            except TimeoutError:
+                pass
+    except socket.gaierror as e:
+        raise OnnxFeError(f"cannot connect to the Dask scheduler at {address}: unknown host {host} ({e})") from None
+    except (OSError, ValueError) as e:
+        why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        raise OnnxFeError(
+            f"cannot connect to the Dask scheduler at {address}: {why} (is the scheduler running there?)"
+        ) from None
+    if len(head) < 8 or not 0 < int.from_bytes(head, "little") < 1 << 24:
+        raise OnnxFeError(
+            f"cannot connect to the Dask scheduler at {address}: something answers there, but not a Dask scheduler "
+            f"(no Dask handshake in {timeout:g} s)"
+        )
+
+
+class _QuietDistributed:
+    """While onnx-fe owns the client (``--scheduler``, ``--cluster``), Dask's own log lines about the connection
+    (reconnecting, closing) would follow the run's one-line error: keep them at ERROR and above (CRITICAL for the
+    client's), and restore the levels afterwards."""
+
+    NAMES = {"distributed.client": logging.CRITICAL, "distributed": logging.ERROR}
+
+    def __init__(self):
+        self.saved = {}
+        for name, level in self.NAMES.items():
+            lg = logging.getLogger(name)
+            self.saved[name] = lg.level
+            if lg.getEffectiveLevel() < level:
+                lg.setLevel(level)
+
+    def restore(self) -> None:
+        for name, level in self.saved.items():
+            logging.getLogger(name).setLevel(level)
+        self.saved = {}
