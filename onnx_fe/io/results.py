@@ -43,7 +43,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..errors import OnnxFeError
+from ..errors import OnnxFeError, ResultsError
 from .lock import os_reason
 
 FORMAT = "onnx-fe/1"
@@ -174,6 +174,25 @@ def guarded(f, path: Path):
             _forget(e, *seen)
             discard(f, path)
             raise err from None
+
+
+# what h5py raises on a file whose bytes were damaged (a bad signature, an address past the end, bad UTF-8, ...)
+H5_READ_ERRORS = (OSError, RuntimeError, KeyError, ValueError, IndexError, UnicodeDecodeError)
+
+
+def damaged_message(path, why: str) -> str:
+    return f"results file {path} is damaged ({why}); run `onnx-fe score` again to recompute it"
+
+
+@contextmanager
+def reading(path):
+    """Read a results file: an error that h5py raises on damaged bytes becomes one line saying it is damaged."""
+    try:
+        yield
+    except OnnxFeError:
+        raise
+    except H5_READ_ERRORS as e:
+        raise ResultsError(damaged_message(path, _reason(e))) from None
 
 
 def layer_key(index: int) -> str:

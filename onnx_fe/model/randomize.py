@@ -55,7 +55,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import OnnxFeError
-from ..io.paths import check_output, refuse_input, same_file
+from ..io.lock import os_reason
+from ..io.paths import check_output, make_parent, refuse_input, same_file
 
 # Ops that only move or reshape a constant's values (the exporters' weight plumbing).
 PASS_THROUGH = {"Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten"}
@@ -544,7 +545,16 @@ def randomize(path: str | os.PathLike, output: str | os.PathLike, seed: int = 0)
         too_big = twin.ByteSize() > PROTOBUF_LIMIT
     except Exception:
         too_big = True
-    output.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(output)
+    try:
+        _save(twin, output, side, too_big, rep)
+    except OSError as e:
+        raise OnnxFeError(f"cannot write {output}: {os_reason(e)}") from None
+    rep.output = str(output)
+    return rep
+
+
+def _save(twin, output: Path, side, too_big: bool, rep: RandomizeReport) -> None:
     if side or too_big:
         location = output.name + ".data"
         data_file = output.parent / location
@@ -565,5 +575,3 @@ def randomize(path: str | os.PathLike, output: str | os.PathLike, seed: int = 0)
         rep.external_data = str(data_file)
     else:
         onnx.save_model(twin, str(output))
-    rep.output = str(output)
-    return rep

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ResultsError
+from ..io.results import reading
 
 # Optional per-class × unit tables of a layer group (same names as the scores.csv columns).
 OPTIONAL_CELL_STATS = (
@@ -107,7 +108,7 @@ class Run:
         """A per-image array (images × units) of one layer, e.g. ``birth_points``; ``rows``: image indices."""
         import h5py
 
-        with h5py.File(self.results_h5, "r") as f:
+        with reading(self.results_h5), h5py.File(self.results_h5, "r") as f:
             d = f["layers"][f"{index:03d}"][name]
             if rows is None:
                 return d[()]
@@ -201,7 +202,7 @@ def load_run(results_h5: Path, name: str | None = None, with_control: bool = Tru
         raise ResultsError(
             f"cannot read results file {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         ) from None
-    with f:
+    with f, reading(p):
         if not str(f.attrs.get("format", "")).startswith("onnx-fe/") or "layers" not in f:
             raise ResultsError(f"{p} is not an onnx-fe results file")
         if not bool(f.attrs.get("complete")):

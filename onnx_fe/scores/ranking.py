@@ -304,6 +304,8 @@ def results_file(path) -> Path:
 def _open_results(path):
     import h5py
 
+    from ..io.results import reading
+
     f = results_file(path)
     try:
         h = h5py.File(f, "r")
@@ -311,17 +313,23 @@ def _open_results(path):
         raise OnnxFeError(
             f"cannot read results file {f}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         ) from None
-    if h.attrs.get("format") != "onnx-fe/1" or "layers" not in h:
+    try:
+        with reading(f):
+            _check_open(f, h)
+    except BaseException:
         h.close()
+        raise
+    return f, h
+
+
+def _check_open(f, h) -> None:
+    if h.attrs.get("format") != "onnx-fe/1" or "layers" not in h:
         raise OnnxFeError(f"{f} is not an onnx-fe results file")
     if not bool(h.attrs.get("complete")):
-        h.close()
         raise OnnxFeError(f"{f} holds an unfinished scoring run; run `onnx-fe score` again to complete it")
     why = _damage(h)
     if why is not None:
-        h.close()
         raise OnnxFeError(f"results file {f} is damaged or incomplete: {why} (run `onnx-fe score` again)")
-    return f, h
 
 
 LAYER_DATASETS = (
@@ -416,8 +424,10 @@ def rank(results, by: str = "feature_entropy", *, seed: int = 0, classes=None, l
         raise OnnxFeError(f"--by {by!r}: choose one of {', '.join(INDICATORS)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise OnnxFeError(f"--seed {seed!r}: give a non-negative integer")
+    from ..io.results import reading
+
     path, f = _open_results(results)
-    with f:
+    with f, reading(path):
         names = [c.decode() if isinstance(c, bytes) else str(c) for c in f["classes"][()]]
         labels = f["labels"][()]
         keep = select_names(names, classes, where=f"scored in {path}")

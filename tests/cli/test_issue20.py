@@ -89,9 +89,50 @@ def test_an_empty_output_is_refused_and_nothing_is_written_here(files, tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_api_refuses_an_empty_output(files):
+def test_the_api_refuses_an_empty_output(files, tmp_path, monkeypatch):
     import onnx_fe
+
+    monkeypatch.chdir(tmp_path)  # a failure must not write into the checkout
     from onnx_fe.errors import OnnxFeError
 
     with pytest.raises(OnnxFeError, match="empty"):
         onnx_fe.score(files / "m.onnx", files / "data", "")
+
+
+# --------------------------------------------------------------------------- 4. one line, not an internal error
+
+
+@pytest.mark.parametrize("cmd", ["report", "randomize"])
+def test_an_output_under_proc_is_one_line(files, capsys, cmd):
+    if cmd == "report":
+        one_line(capsys, "report", files / "res", "-o", "/proc/x.html", "--no-gallery", "-q")
+    else:
+        one_line(capsys, "randomize", files / "m.onnx", "-o", "/proc/x.onnx", "-q")
+
+
+def _flipped(files, tmp_path, where: str) -> Path:
+    """A copy of the finished results with 16 bytes of one HDF5 structure inverted."""
+    import h5py
+
+    src = (files / "res" / "results.h5").read_bytes()
+    if where == "classes":
+        with h5py.File(files / "res" / "results.h5", "r") as f:
+            off = f["classes"].id.get_offset()
+    else:
+        off = src.find(where.encode())
+    assert off > 0
+    b = bytearray(src)
+    for i in range(off, off + 16):
+        b[i] ^= 0xFF
+    d = tmp_path / f"flip-{where}"
+    d.mkdir()
+    (d / "results.h5").write_bytes(bytes(b))
+    return d
+
+
+@pytest.mark.parametrize("where", ["GCOL", "SNOD", "TREE", "HEAP", "classes"])
+def test_results_with_flipped_bytes_are_one_line_for_report_and_rank(files, tmp_path, capsys, where):
+    d = _flipped(files, tmp_path, where)
+    for args in (["rank", d, "-o", tmp_path / "r.csv"], ["report", d, "-o", tmp_path / "r.html", "--no-gallery"]):
+        line = one_line(capsys, *args, "-q")
+        assert "damaged" in line
