@@ -317,6 +317,8 @@ class ScoreConfig:
     control_seed: int = 0
     shard_size: int | None = None  # images per unit of work; None: see experiments.score.default_shard_size
     scheduler: str | None = None  # a Dask scheduler's address (tcp://HOST:PORT) to run the shards on
+    cluster: str | None = None  # "slurm": start Dask workers as SLURM jobs (dask-jobqueue) to run the shards on
+    cluster_options: tuple[tuple[str, str], ...] = ()  # --cluster-option KEY=VALUE pairs (execution.slurm.KEYS)
 
     FORMAT = 1
 
@@ -355,6 +357,8 @@ class ScoreConfig:
         control_seed=0,
         shard_size=None,
         scheduler=None,
+        cluster=None,
+        cluster_options=None,
     ) -> ScoreConfig:
         """Check and normalise options given as the CLI gives them (text) or as Python values."""
         return cls.create(
@@ -374,6 +378,8 @@ class ScoreConfig:
             control_seed=control_seed,
             shard_size=shard_size,
             scheduler=scheduler,
+            cluster=cluster,
+            cluster_options=cluster_options,
         )
 
     @classmethod
@@ -396,6 +402,8 @@ class ScoreConfig:
         control_seed=0,
         shard_size=None,
         scheduler=None,
+        cluster=None,
+        cluster_options=None,
     ) -> ScoreConfig:
         """Assemble a config from built option groups (as the CLI does), checking the remaining fields."""
         if model is None or str(model) == "":
@@ -421,6 +429,7 @@ class ScoreConfig:
             control_seed=_int(control_seed, "--control-seed", 0),
             shard_size=None if shard_size is None else _int(shard_size, "--shard-size", 1),
             scheduler=_scheduler(scheduler),
+            **cluster_settings(scheduler, cluster, cluster_options),
         )
 
     def replace(self, **changes) -> ScoreConfig:
@@ -447,6 +456,7 @@ class ScoreConfig:
         kw["runner"] = RunnerOptions(**d.get("runner", {}))
         kw["statistics"] = StatisticsOptions(**d.get("statistics", {}))  # absent in configs stored before it existed
         kw["layers"] = tuple(d["layers"]) if d.get("layers") is not None else None
+        kw["cluster_options"] = tuple(tuple(p) for p in d.get("cluster_options", ()))
         return cls(**kw)
 
     @classmethod
@@ -488,6 +498,26 @@ def _scheduler(value) -> str | None:
     if proto not in ("tcp", "tls", "ucx", "ws", "wss") or not host or not port.isdigit():
         raise OptionError(f"--scheduler {value!r}: expected a Dask scheduler address such as tcp://HOST:8786")
     return v
+
+
+def cluster_settings(scheduler, cluster, cluster_options) -> dict:
+    """``cluster`` ("slurm" or None) and ``cluster_options`` as config fields. Options come as ``KEY=VALUE`` strings
+    (``--cluster-option``), ``(key, value)`` pairs or a dict (a list value: the key repeated); they are checked
+    against :data:`onnx_fe.execution.slurm.KEYS`. ``--cluster`` and ``--scheduler`` exclude each other."""
+    if isinstance(cluster_options, dict):
+        items = [f"{k}={x}" for k, v in cluster_options.items() for x in (v if isinstance(v, (list, tuple)) else [v])]
+    else:
+        items = [o if isinstance(o, str) else "=".join(map(str, o)) for o in (cluster_options or ())]
+    if cluster is None:
+        if items:
+            raise OptionError("--cluster-option needs --cluster slurm")
+        return {"cluster": None, "cluster_options": ()}
+    name = _choice(cluster, "--cluster", ("slurm",))
+    if scheduler is not None:
+        raise OptionError("--cluster and --scheduler exclude each other: give one place to run the shards")
+    from .execution.slurm import parse_options
+
+    return {"cluster": name, "cluster_options": parse_options(items)}
 
 
 def _plain(v):

@@ -333,3 +333,19 @@ SCHEDULER = typer.Option(
     show_default="none: local processes",
     rich_help_panel="Execution",
 )
+CLUSTER = typer.Option(
+    None,
+    "--cluster",
+    help="slurm: start Dask workers as SLURM jobs through dask-jobqueue and run the shards on them (needs the slurm "
+    "extra; see docs/scaling.md)",
+    show_default="none",
+    rich_help_panel="Execution",
+)
+CLUSTER_OPTION = typer.Option(
+    None,
+    "--cluster-option",
+    help="KEY=VALUE for --cluster slurm, repeatable: jobs, queue, account, walltime, cores, processes, memory, "
+    "job_extra_directives, wait, ... (docs/scaling.md)",
+    show_default="1 job of 1 core, 2GB, 01:00:00",
+    rich_help_panel="Execution",
+)

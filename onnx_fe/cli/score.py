@@ -11,6 +11,8 @@ from ..config import DataOptions, MethodOptions, PreprocessOptions, RunnerOption
 from .app import QUIET, VERBOSE, _log, _set_verbosity, _verbosity, app
 from .options import (
     BATCH,
+    CLUSTER,
+    CLUSTER_OPTION,
     CONTROL,
     CONTROL_SEED,
     LAYERS,
@@ -46,6 +48,8 @@ def score(
     workers: Optional[int] = WORKERS,
     shard_size: Optional[int] = SHARD,
     scheduler: Optional[str] = SCHEDULER,
+    cluster: Optional[str] = CLUSTER,
+    cluster_option: Optional[List[str]] = CLUSTER_OPTION,
     keep_activations: bool = typer.Option(
         False, "--keep-activations", help="Also store every unit's maps in results.h5"
     ),
@@ -89,6 +93,8 @@ def score(
         control_seed=control_seed,
         shard_size=shard_size,
         scheduler=scheduler,
+        cluster=cluster,
+        cluster_options=cluster_option,
     )
     result = run(cfg, progress=not _verbosity["quiet"], log=_log, wait=wait)
     if report:

@@ -11,7 +11,8 @@ At most a fixed number of shards is in flight, so the driver's memory stays boun
 - :class:`SerialExecutor`: one shard after the other in this process, ``workers`` threads for birth points.
 - :class:`ProcessExecutor`: a pool of ``workers`` local processes, one shard each at a time (the default for
   ``-j`` > 1).
-- :class:`~onnx_fe.execution.dask.DaskExecutor`: the workers of a Dask cluster (``--scheduler``, ``client=``).
+- :class:`~onnx_fe.execution.dask.DaskExecutor`: the workers of a Dask cluster (``--scheduler``, ``client=``), or of
+  one started as SLURM jobs (``--cluster slurm``, :mod:`onnx_fe.execution.slurm`).
 
 Every executor gives the same results, bit for bit. Executors are context managers (``close()`` frees workers).
 """
@@ -21,23 +22,34 @@ from __future__ import annotations
 from .local import ProcessExecutor, SerialExecutor, prestart
 
 
-def make_executor(workers: int, client=None, scheduler: str | None = None):
-    """The executor a run uses: a Dask ``client`` or ``scheduler`` address if given, else a pool of ``workers``
-    processes, else (``workers`` = 1) this process."""
+def make_executor(
+    workers: int, client=None, scheduler: str | None = None, cluster: str | None = None, cluster_options=(), log=None
+):
+    """The executor a run uses: a Dask ``client`` or ``scheduler`` address if given; Dask workers started as SLURM
+    jobs for ``cluster="slurm"`` (``cluster_options``: checked ``(key, value)`` pairs, see
+    :mod:`onnx_fe.execution.slurm`); else a pool of ``workers`` processes, else (``workers`` = 1) this process."""
     if client is not None or scheduler is not None:
         from .dask import DaskExecutor
 
         return DaskExecutor(client) if client is not None else DaskExecutor.connect(scheduler)
+    if cluster == "slurm":
+        from . import slurm
+
+        return slurm.start(cluster_options, log=log)
+    if cluster is not None:
+        raise ValueError(f"unknown cluster {cluster!r}")
     if workers > 1:
         return ProcessExecutor(workers)
     return SerialExecutor()
 
 
-def will_use_processes(workers: int | None, client=None, scheduler: str | None = None) -> bool:
+def will_use_processes(
+    workers: int | None, client=None, scheduler: str | None = None, cluster: str | None = None
+) -> bool:
     """Whether :func:`make_executor` will start local worker processes (``workers`` None: all cores)."""
     import os
 
-    return client is None and scheduler is None and (workers or os.cpu_count() or 1) > 1
+    return client is None and scheduler is None and cluster is None and (workers or os.cpu_count() or 1) > 1
 
 
 def __getattr__(name):

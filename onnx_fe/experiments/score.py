@@ -307,7 +307,8 @@ def score(
     makes this one fail at once, or with ``wait=True`` wait for it. Wrong input raises :class:`OnnxFeError`.
 
     Where the work runs: ``workers`` > 1 (default: all cores) runs shards of images in that many local processes;
-    ``client`` (a ``dask.distributed.Client``) or ``scheduler="tcp://HOST:PORT"`` runs them on a Dask cluster. The
+    ``client`` (a ``dask.distributed.Client``) or ``scheduler="tcp://HOST:PORT"`` runs them on a Dask cluster, and
+    ``cluster="slurm", cluster_options={"jobs": 2, "queue": "cpu", ...}`` on Dask workers started as SLURM jobs. The
     results are the same bit for bit (docs/scaling.md).
     """
     if config is None:
@@ -327,7 +328,7 @@ def run(cfg: ScoreConfig, *, progress=False, log=None, executor=None, wait=False
     log = log or (lambda msg: None)
     out = Path(cfg.output) if cfg.output is not None else default_output(cfg.model)
     t0 = time.perf_counter()
-    if executor is None and will_use_processes(cfg.workers, client, cfg.scheduler):
+    if executor is None and will_use_processes(cfg.workers, client, cfg.scheduler, cfg.cluster):
         prestart()  # the worker processes' fork server loads onnx-fe while the plan is built
     plan = Plan.build(cfg, log)  # every input is checked before anything is created or locked
     with output_lock(out, wait=wait, log=log):
@@ -455,7 +456,7 @@ def _score_once(
         start = 0
     w = PartialWriter(f, partial)
     try:
-        _run_shards(w, plan, start, workers, progress, executor, client)
+        _run_shards(w, plan, start, workers, progress, executor, client, log)
         _finish(w, lm, ds, units, cfg.statistics)
         # seconds of the call that completed the run (a resumed run counts its last part only), and when it ended
         w.set_attrs(
@@ -628,7 +629,7 @@ def default_shard_size(n_images: int, batch_size: int, slots: int) -> int:
 
 
 def _run_shards(
-    w: PartialWriter, plan: Plan, start: int, workers: int, progress: bool, executor=None, client=None
+    w: PartialWriter, plan: Plan, start: int, workers: int, progress: bool, executor=None, client=None, log=None
 ) -> None:
     """Compute the shards from ``start`` on (``executor``, or the one the config and ``client`` call for) and write
     each one, in order, as soon as it and all before it are done; ``n_done`` records how far the file is written."""
@@ -636,7 +637,18 @@ def _run_shards(
     cfg = plan.config
     n_maps_per_image = sum(u.channels for u in plan.units)
     own = executor is None
-    ex = make_executor(workers, client=client, scheduler=cfg.scheduler) if own else executor
+    ex = (
+        make_executor(
+            workers,
+            client=client,
+            scheduler=cfg.scheduler,
+            cluster=cfg.cluster,
+            cluster_options=cfg.cluster_options,
+            log=log,
+        )
+        if own
+        else executor
+    )
     try:
         step = cfg.shard_size or default_shard_size(n - start, cfg.batch_size, getattr(ex, "slots", 1))
         bounds = [(s, min(n, s + step)) for s in range(start, n, step)]
