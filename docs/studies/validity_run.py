@@ -89,25 +89,29 @@ def networks(r: dict) -> list[dict]:
                 "model": THIRD / name / "model.onnx",
                 "train": THIRD / name / "data" / "train",
                 "test": THIRD / name / "data" / "test",
-                "options": list(card.get("onnx_fe_argv", [])),
+                "options": [
+                    a for k, v in card["onnx_fe_options"].items() for a in (f"--{k.replace('_', '-')}", str(v))
+                ],
             }
         )
     return out
 
 
-def eligible_layers(model: Path, options: list[str], r: dict) -> list[int]:
+def _input_size(options: list[str]):
+    if "--input-size" in options:
+        h, w = options[options.index("--input-size") + 1].lower().split("x")
+        return int(h), int(w)
+    return None
+
+
+def eligible_units(model: Path, options: list[str], r: dict) -> list:
     """Scorable conv layers with maps of at least min_map_side² and at least min_units units."""
     from onnx_fe.experiments.score import inspect
 
-    size = None
-    if "--input-size" in options:
-        h, w = options[options.index("--input-size") + 1].lower().split("x")
-        size = (int(h), int(w))
-    units = inspect(model, input_size=size)
     side, k = r["min_map_side"], r["min_units"]
     return [
-        u.index
-        for u in units
+        u
+        for u in inspect(model, input_size=_input_size(options))
         if u.scorable and (u.height or 0) >= side and (u.width or 0) >= side and (u.channels or 0) >= k
     ]
 
@@ -123,37 +127,21 @@ def cli(*args: str) -> float:
 
 
 def unit_table(results_dir: Path):
-    """One row per unit: the class means of every indicator (the aggregation of ``onnx-fe rank``)."""
-    import numpy as np
+    """One row per unit: every indicator's unit value, read exactly as ``onnx-fe validate`` reads it (class means,
+    as ``onnx-fe rank`` aggregates them)."""
     import pandas as pd
 
-    from onnx_fe.scores.ranking import rank, reference_scores
+    from onnx_fe.experiments.validate import INDICATORS, read_indicators
 
-    df = pd.read_csv(results_dir / "scores.csv")
-    cols = [
-        c
-        for c in (
-            "feature_entropy",
-            "fe_rarefied",
-            "ineffectiveness",
-            "birth_rate",
-            "mean_activation",
-            "apoz",
-            "weight_l1",
-            "hrank",
-            "activation_std",
-        )
-        if c in df
-    ]
-    df = df[df["n_images"] > 0]
-    df["fe_reference"] = reference_scores(df["ineffectiveness"].to_numpy())
-    g = df.groupby(["layer_index", "unit"], sort=True)
-    out = g[[*cols, "fe_reference"]].agg(lambda s: np.nanmean(s) if np.isfinite(s).any() else np.nan).reset_index()
-    out.insert(0, "layer", g["layer"].first().to_numpy())
-    rnd = rank(results_dir, by="random", seed=0)
-    rv = {(lr.layer_index, j): float(lr.score[j]) for lr in rnd.layers for j in range(lr.channels)}
-    out["random"] = [rv[(int(i), int(u))] for i, u in zip(out["layer_index"], out["unit"])]
-    return out
+    _, meta, layers = read_indicators(results_dir)
+    rows = []
+    for lay in layers:
+        n = len(lay.values["feature_entropy"])
+        for j in range(n):
+            row = {"layer": lay.name, "layer_index": lay.index, "unit": j}
+            row.update({k: float(lay.values[k][j]) for k in INDICATORS if k in lay.values})
+            rows.append(row)
+    return pd.DataFrame(rows), meta
 
 
 def record(net: dict, r: dict, force: bool = False) -> str:
@@ -163,22 +151,24 @@ def record(net: dict, r: dict, force: bool = False) -> str:
         return "not built"
     dest = RESULTS / net["id"]
     digest = sha256(model)
-    layers = eligible_layers(model, net["options"], r)
+    units = eligible_units(model, net["options"], r)
+    layers = [u.index for u in units]
     lflag = ["-l", ",".join(map(str, layers))]
-    n_units = 0
-    from onnx_fe.experiments.score import inspect
-
-    for u in inspect(model):
-        if u.index in layers:
-            n_units += u.channels
+    n_units = sum(u.channels for u in units)
     sample = ["--units-per-layer", str(r["units_per_layer_sample"])] if n_units > r["max_units_all"] else []
     commands = {}
     for method in METHODS:
         params = r["methods"][method]
+        mlayers = layers
+        if method == "clique":  # the paper's construction is defined on square maps only
+            mlayers = [u.index for u in units if u.height == u.width]
+        if not mlayers:
+            continue
         mflags = ["-m", method]
         for k, v in params.items():
             mflags += [f"--{k.replace('_', '-')}", str(v)]
-        commands[method] = ["score", model, net["train"], "-n", "100", *lflag, *mflags, *net["options"]]
+        commands[method] = ["score", model, net["train"], "-n", "100", "-l", ",".join(map(str, mlayers)), *mflags]
+        commands[method] += net["options"]
     commands["importance"] = ["importance", model, net["test"], "-n", "100", *lflag, *sample, *net["options"]]
     shown = {k: [str(a).replace(str(ROOT) + os.sep, "") for a in v] for k, v in commands.items()}
     card_path = dest / "card.json"
@@ -191,8 +181,16 @@ def record(net: dict, r: dict, force: bool = False) -> str:
     for what, argv in commands.items():
         seconds[what] = round(cli(*argv, "-o", cache / what, "-q"), 1)
     dest.mkdir(parents=True, exist_ok=True)
+    methods_meta = {}
     for method in METHODS:
-        unit_table(cache / method).to_csv(dest / f"units_{method}.csv", index=False, float_format=None)
+        if method not in commands:
+            (dest / f"units_{method}.csv").unlink(missing_ok=True)
+            continue
+        table, meta = unit_table(cache / method)
+        if meta["model_sha256"] != digest:
+            raise SystemExit(f"{cache / method}: scored from another model file than {model}")
+        table.to_csv(dest / f"units_{method}.csv", index=False)
+        methods_meta[method] = meta
     imp = (cache / "importance" / "importance.csv").read_bytes()
     (dest / "importance.csv").write_bytes(imp)
     meta = {}

@@ -40,7 +40,9 @@ def combine(group_effects, group_replicates, level: float = 0.95, min_groups: in
     mean over groups across replicates (ddof 1). The p-value is two-sided, from m / sqrt(s²/n + v_units) with
     n − 1 degrees of freedom. Fewer than ``min_groups`` groups with a value: everything NaN.
     """
-    e = np.asarray(group_effects, dtype=float)
+    e = np.asarray(group_effects, dtype=float).reshape(-1)
+    if e.size == 0:
+        return Combined(NAN, NAN, NAN, NAN, 0, NAN, NAN)
     r = np.asarray(group_replicates, dtype=float).reshape(len(e), -1)
     keep = np.isfinite(e)
     e, r = e[keep], r[keep]
