@@ -416,7 +416,7 @@ def _score_once(
         "format_version": 2,  # 2: hrank and activation_std per image
     }
     final, partial, csv_path = out / "results.h5", out / "results.h5.partial", out / "scores.csv"
-    if is_complete_match(final, params):
+    if is_complete_match(final, params, log):
         log(f"reusing finished results in {final}")
         ensure_csv(final, csv_path)
         return ScoreResult(out, final, csv_path, _stored_device(final), True, layer_summary(final), list(plan.notes))

@@ -27,6 +27,14 @@ intact. Per-image datasets are created with a fill value that no real value take
 means), so a row that a crash kept from reaching the disk is detected when an interrupted run resumes; a
 ``.partial`` that cannot be read is then discarded with a note, and the run starts afresh. A write that fails
 (a full disk) removes the ``.partial`` (it cannot be trusted any more) and ends the run with one line.
+
+Damage is detected. Every dataset the run writes (but the pre-compressed activations) carries HDF5's fletcher32
+checksum, so a flipped bit in its chunks fails the read. And the file starts with a 512-byte user block (which
+HDF5 skips) where the finished file's SHA-256 (of every byte after the user block) is written just before it
+becomes ``results.h5`` (:func:`seal`). :func:`verify` checks it without parsing any HDF5 structure: a file that
+was damaged or edited afterwards (even with h5py, which rewrites fletcher32) is never reused by ``score``, which
+recomputes it, and ``report``, ``rank`` and ``ablate`` refuse it with one line. Files written before the digest
+existed (no user block) are still read, but ``score`` recomputes them instead of reusing them.
 """
 
 from __future__ import annotations
@@ -195,6 +203,56 @@ def reading(path):
         raise ResultsError(damaged_message(path, _reason(e))) from None
 
 
+USERBLOCK = 512  # bytes before the HDF5 data: the finished file's digest (see seal)
+SEAL = b"onnx-fe results sha256 "
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        fh.seek(USERBLOCK)
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def seal(path: Path) -> None:
+    """Write the SHA-256 of a closed results file's HDF5 bytes into its user block, and fsync."""
+    with open(path, "r+b") as fh:
+        if fh.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+            raise ValueError(f"{path} has no user block for its digest")
+    stamp = SEAL + _digest(path).encode() + b"\n"
+    with open(path, "r+b") as fh:
+        fh.write(stamp.ljust(USERBLOCK, b"\0"))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def verify(path) -> str:
+    """``"intact"`` (its digest matches), ``"unsealed"`` (written before digests existed) or ``"damaged"``."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(USERBLOCK)
+        if head.startswith(HDF5_SIGNATURE):
+            return "unsealed"
+        if not head.startswith(SEAL):
+            return "damaged"
+        want = head[len(SEAL) :].split(b"\n", 1)[0].decode("ascii", "replace")
+        return "intact" if _digest(path) == want else "damaged"
+    except OSError:
+        return "damaged"
+
+
+DAMAGED = "its checksum does not match its contents: it was damaged or edited after it was written"
+
+
+def check_intact(path) -> None:
+    """Refuse (one line) a results file whose digest does not match; files without one pass."""
+    if verify(path) == "damaged":
+        raise ResultsError(damaged_message(path, DAMAGED))
+
+
 def layer_key(index: int) -> str:
     return f"{index:03d}"
 
@@ -205,7 +263,7 @@ def create(path: Path, *, params: dict, meta: dict, classes, labels, ids, units,
     keep: list = []  # every object stays referenced until the file is closed (see discard)
     with _h5_dealloc_errors() as seen:
         try:
-            f = h5py.File(path, "w")
+            f = h5py.File(path, "w", userblock_size=USERBLOCK)
             _fill_new(f, params, meta, classes, labels, ids, units, n_channels_hw, keep_activations, keep)
             if seen:
                 raise seen[0]
@@ -226,7 +284,7 @@ def _fill_new(f, params, meta, classes, labels, ids, units, n_channels_hw, keep_
         f.attrs[k] = v if isinstance(v, (str, int, float, bool)) else json.dumps(v, sort_keys=True)
     n = len(ids)
     keep.append(f.create_dataset("classes", data=np.asarray(classes, dtype=object), dtype=STR))
-    keep.append(f.create_dataset("labels", data=np.asarray(labels, dtype=np.int64)))
+    keep.append(f.create_dataset("labels", data=np.asarray(labels, dtype=np.int64), fletcher32=True))
     keep.append(f.create_dataset("image_ids", data=np.asarray(ids, dtype=object), dtype=STR))
     g = f.create_group("layers")
     keep.append(g)
@@ -250,7 +308,9 @@ def _fill_new(f, params, meta, classes, labels, ids, units, n_channels_hw, keep_
         for name in PER_IMAGE:
             dtype = PER_IMAGE_DTYPES[name]
             keep.append(
-                lg.create_dataset(name, shape=(n, c), dtype=dtype, chunks=(min(n, 256), c), fillvalue=FILL[name])
+                lg.create_dataset(
+                    name, shape=(n, c), dtype=dtype, chunks=(min(n, 256), c), fillvalue=FILL[name], fletcher32=True
+                )
             )
         if keep_activations:
             acts = f.require_group("activations")
@@ -352,7 +412,7 @@ class PartialWriter:
                 if name in g:
                     self._handles.pop(full, None)
                     del g[name]
-                self._handles[full] = g.create_dataset(name, data=arr)
+                self._handles[full] = g.create_dataset(name, data=arr, fletcher32=np.ndim(arr) > 0)
 
     def set_attrs(self, **attrs) -> None:
         """Root attributes of the results file (e.g. timings), written and flushed."""
@@ -437,6 +497,8 @@ def resume_partial(path: Path, params: dict, log=None):
     try:
         if f.attrs.get("format") != FORMAT:
             raise ValueError("it holds no onnx-fe results")
+        if f.userblock_size < USERBLOCK:
+            raise ValueError("it was written by an older onnx-fe, without room for a checksum")
         same = _same_params(f.attrs["params"], params)
     except Exception as e:
         log(f"note: {path} cannot be read ({_reason(e)}); starting afresh")
@@ -463,7 +525,21 @@ def open_partial(path: Path, params: dict):
     return resume_partial(path, params)
 
 
-def is_complete_match(path: Path, params: dict) -> bool:
+def is_complete_match(path: Path, params: dict, log=None) -> bool:
+    """Whether ``path`` holds finished results of ``params`` that can be reused: complete, made with the same
+    parameters, and intact (its digest matches). A damaged file, or one without a digest, is not reused: ``log``
+    gets one line saying so."""
+    if not Path(path).exists():
+        return False
+    state = verify(path)
+    if state != "intact":
+        if log is not None:
+            log(
+                f"note: {path} is damaged ({DAMAGED}); recomputing it"
+                if state == "damaged"
+                else f"note: {path} has no checksum (written by an older onnx-fe); recomputing it"
+            )
+        return False
     try:
         with h5py.File(path, "r") as f:
             return (
@@ -625,11 +701,7 @@ def commit(f, partial: Path, final: Path, csv_path: Path) -> None:
             f.close()
             if seen:
                 raise seen[0]
-        fd = os.open(partial, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        seal(partial)
     except H5_WRITE_ERRORS as e:
         for p in (tmp_csv,):
             try:
@@ -673,7 +745,10 @@ def ensure_csv(final: Path, csv_path: Path) -> bool:
 
 
 def stored_params(path: Path) -> dict | None:
-    """The parameters a complete results file was made with (None when there is none or it is unreadable)."""
+    """The parameters a complete results file was made with (None when there is none, it is unreadable or
+    damaged)."""
+    if not Path(path).exists() or verify(path) == "damaged":
+        return None
     try:
         with h5py.File(path, "r") as f:
             if not bool(f.attrs.get("complete")) or f.attrs.get("format") != FORMAT:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ResultsError
-from ..io.results import reading
+from ..io.results import check_intact, reading
 
 # Optional per-class × unit tables of a layer group (same names as the scores.csv columns).
 OPTIONAL_CELL_STATS = (
@@ -196,6 +196,8 @@ def load_run(results_h5: Path, name: str | None = None, with_control: bool = Tru
     import h5py
 
     p = Path(results_h5)
+    if p.exists():
+        check_intact(p)
     try:
         f = h5py.File(p, "r")
     except Exception as e:

@@ -304,9 +304,10 @@ def results_file(path) -> Path:
 def _open_results(path):
     import h5py
 
-    from ..io.results import reading
+    from ..io.results import check_intact, reading
 
     f = results_file(path)
+    check_intact(f)
     try:
         h = h5py.File(f, "r")
     except Exception as e:

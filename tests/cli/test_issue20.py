@@ -136,3 +136,95 @@ def test_results_with_flipped_bytes_are_one_line_for_report_and_rank(files, tmp_
     for args in (["rank", d, "-o", tmp_path / "r.csv"], ["report", d, "-o", tmp_path / "r.html", "--no-gallery"]):
         line = one_line(capsys, *args, "-q")
         assert "damaged" in line
+
+
+# --------------------------------------------------------------------------- 5. damaged results are never reused
+
+
+def _score_args(files, out):
+    return ["score", files / "m.onnx", files / "data", "-o", out, "-j", "1", "-v"]
+
+
+def _edit(results_h5, what: str) -> None:
+    import h5py
+
+    with h5py.File(results_h5, "r+") as f:
+        g = f["layers"][sorted(f["layers"])[0]]
+        d = g["feature_entropy"] if what == "fe" else g["birth_points"]
+        a = d[()]
+        a.flat[0] = a.flat[0] + (0.25 if what == "fe" else 1)
+        d[...] = a
+
+
+@pytest.mark.parametrize("what", ["fe", "birth"])
+def test_an_edited_result_is_recomputed_not_reused(files, tmp_path, capsys, what):
+    import shutil
+
+    out = tmp_path / "res"
+    shutil.copytree(files / "res", out)
+    before_csv = (out / "scores.csv").read_bytes()
+    _edit(out / "results.h5", what)
+    assert main([str(a) for a in _score_args(files, out)]) == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "damaged" in ln]
+    assert len(lines) == 1 and "reus" not in err, err
+    assert (out / "scores.csv").read_bytes() == before_csv  # recomputed: the same numbers as before the edit
+    # and now reused, silently
+    assert main([str(a) for a in _score_args(files, out)]) == 0
+    assert "damaged" not in capsys.readouterr().err
+
+
+def test_report_rank_ablate_say_damaged(files, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "res"
+    shutil.copytree(files / "res", out)
+    _edit(out / "results.h5", "fe")
+    for args in (
+        ["rank", out, "-o", tmp_path / "r.csv"],
+        ["report", out, "-o", tmp_path / "r.html", "--no-gallery"],
+        ["ablate", files / "m.onnx", files / "data", "-r", out, "-o", tmp_path / "abl", "--steps", "2", "--no-plot"],
+    ):
+        assert "damaged" in one_line(capsys, *args, "-q")
+
+
+def test_compare_recomputes_a_damaged_run_with_one_line(files, tmp_path, capsys):
+    args = ["compare", files / "m.onnx", files / "data", "-o", tmp_path / "cmp", "--no-plot", "-j", "1"]
+    assert main([str(a) for a in args]) == 0
+    capsys.readouterr()
+    (h5,) = (tmp_path / "cmp").glob("*/results.h5")
+    _edit(h5, "birth")
+    assert main([str(a) for a in args]) == 0
+    err = capsys.readouterr().err
+    assert len([ln for ln in err.splitlines() if "damaged" in ln]) == 1, err
+
+
+def test_finished_results_carry_fletcher32_and_a_digest(files):
+    import h5py
+
+    from onnx_fe.io.results import verify
+
+    h5 = files / "res" / "results.h5"
+    assert verify(h5) == "intact"
+    with h5py.File(h5, "r") as f:
+        g = f["layers"][sorted(f["layers"])[0]]
+        for name in ("birth_points", "mean_activation", "zero_fraction", "feature_entropy", "birth_rate"):
+            assert g[name].fletcher32, name
+
+
+def test_old_results_without_a_digest_are_read_but_not_reused(files, tmp_path, capsys):
+    """A results file as older versions wrote it (no user block, no digest)."""
+    import h5py
+
+    out = tmp_path / "res"
+    out.mkdir()
+    with h5py.File(files / "res" / "results.h5", "r") as src, h5py.File(out / "results.h5", "w") as dst:
+        for k, v in src.attrs.items():
+            dst.attrs[k] = v
+        for k in src:
+            src.copy(src[k], dst, name=k)
+    assert main(["rank", str(out), "-o", str(tmp_path / "r.csv"), "-q"]) == 0
+    assert main([str(a) for a in _score_args(files, out)]) == 0
+    err = capsys.readouterr().err
+    assert "no checksum" in err and "reus" not in err, err
+
