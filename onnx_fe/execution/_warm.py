@@ -2,8 +2,16 @@
 that every worker process forked from it starts with them ready instead of loading them on its first shard.
 
 The engines are compiled by numba and cached on disk; what is loaded here is the cached machine code of each
-kernel, which the forked workers inherit. Any failure only means the workers load the engines themselves.
+kernel, which the forked workers inherit. Any failure only means the workers load the engines themselves. It also ties the fork server's life to the
+driver's (:func:`onnx_fe.execution.local.die_with_parent`).
 """
+
+try:
+    from onnx_fe.execution.local import die_with_parent
+
+    die_with_parent()  # the fork server ends with the driver (and its workers with it)
+except Exception:  # pragma: no cover
+    pass
 
 try:
     import numpy as np

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import signal
 import sys
@@ -48,9 +49,30 @@ class SerialExecutor:
 
 _KEY = None  # in a worker process: the run's plan key, received once when the process starts
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Linux: have the kernel kill this process (SIGKILL) when the process that started it dies, however it dies
+    (``kill -9`` included). The fork server calls it (through its preload, :mod:`onnx_fe.execution._warm`), and so
+    does every pool worker: the driver's death takes the fork server down, the fork server's its workers, and the
+    resource tracker, whose pipe they all held, then reads its end and exits. Elsewhere: nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except Exception:  # pragma: no cover - no prctl: the worker lives on as before
+        return
+    if os.getppid() == 1:  # the parent died before the request was made
+        os._exit(1)
+
 
 def _init_worker(key) -> None:
     global _KEY
+    die_with_parent()
     _KEY = key
     # Ctrl-C goes to the whole process group: the driver handles it and stops the pool
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -3,6 +3,7 @@ that cannot be written and for damaged results, checksums of finished results, o
 the selected images, the README's API snippet as a plain script, and the default executor of small runs."""
 
 import os
+import sys
 from pathlib import Path
 
 import onnx
@@ -228,3 +229,65 @@ def test_old_results_without_a_digest_are_read_but_not_reused(files, tmp_path, c
     err = capsys.readouterr().err
     assert "no checksum" in err and "reus" not in err, err
 
+
+# --------------------------------------------------------------------------- 3. no orphans after kill -9
+
+
+def _session(sid: int) -> dict[int, int]:
+    """pid -> parent pid of every process in session ``sid`` (read from /proc)."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # state, ppid, pgrp, session, ...
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            out[int(d)] = int(fields[1])
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_of_the_driver_leaves_no_process_behind(tmp_path):
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    demo = ROOT / "models" / "demo"
+    cmd = [sys.executable, "-m", "onnx_fe.cli", "score", demo / "model.onnx", demo / "data", "-o", tmp_path / "o"]
+    p = subprocess.Popen(
+        [str(c) for c in cmd + ["-j", "2", "-n", "20", "--resamples", "0"]],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    err: list[bytes] = []
+    reader = threading.Thread(target=lambda: err.append(p.stderr.read()), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # a worker: a process of the session whose parent is not the driver
+            procs = _session(p.pid)
+            if any(pp != p.pid for q, pp in procs.items() if q != p.pid):
+                break
+            assert p.poll() is None, "the run ended before its workers were seen"
+            time.sleep(0.05)
+        else:
+            pytest.fail("no worker process appeared")
+        time.sleep(1.0)  # the pool is running shards
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        deadline = time.monotonic() + 10
+        while _session(p.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = _session(p.pid)
+        assert not left, f"processes left after kill -9 of the driver: {left}"
+        reader.join(5)  # the dead run's stderr reaches its end: nobody holds it any more
+        assert not reader.is_alive()
+    finally:
+        if _session(p.pid):
+            os.killpg(p.pid, signal.SIGKILL)
