@@ -5,7 +5,8 @@ after the unit's tap) and split at the tap (``split_at``): the prefix runs once 
 per group of units. Where the graph allows it (every tensor the prefix hands over has the batch as its first axis
 and the model's batch is not fixed), one suffix run serves K units: its inputs are the prefix outputs stacked K times
 along the batch axis, and the mask has shape (K·N, C, 1, 1) with one unit zeroed per block of N images. K is chosen
-from a byte budget (``STACK_BYTES``) so memory stays bounded. The unmasked reference of each layer is its own suffix
+from a byte budget (``STACK_BYTES``) so memory stays bounded; on the CPU, where stacking measured slower, the budget
+is 0 (one unit per run) unless ``STACK_BYTES_CPU`` is raised. The unmasked reference of each layer is its own suffix
 run with a mask of ones, so a unit that cannot reach the output changes nothing, bit for bit.
 
 Every image's value depends on that image alone: the work is cut into shards of consecutive images and run by the
@@ -40,7 +41,11 @@ from ..model.runner import ORT_TO_NUMPY, Runner, make_runner, ort_message
 from ..scores.importance import as_logits, cross_entropy, importance_rows, looks_like_probabilities, output_change
 from .score import Plan, PlanKey, _host, _progress, _versions, default_shard_size
 
-STACK_BYTES = 64 << 20  # bytes of stacked suffix inputs per run (K units at once); never changes a result
+# Bytes of stacked suffix inputs per run (K units at once) on CUDA, and on the CPU. Never changes a result. On the CPU
+# stacking measured slower than one unit per run (docs/performance.md: 0.83× on ResNet-18, 0.65× on the demo), so
+# it is off there by default; on a GPU a larger batch per launch is what keeps it busy.
+STACK_BYTES = 64 << 20
+STACK_BYTES_CPU = 0
 SESSION_BYTES = 256 << 20  # model bytes of the per-layer sessions a process keeps between shards
 FORMAT_VERSION = 1
 
@@ -387,6 +392,11 @@ def compute_shard(plan: ImportancePlan, start: int, stop: int, workers: int = 1)
     return res
 
 
+def stack_budget(device: str) -> int:
+    """Bytes of stacked suffix inputs per run on ``device`` (see ``STACK_BYTES``)."""
+    return STACK_BYTES if device == "cuda" else STACK_BYTES_CPU
+
+
 def _measure(plan, lr: _Layer, chosen, x, y, real: int, first: int, res: ImportanceShard):
     """(delta_loss, delta_top1, delta_output), each (real, len(chosen)), of one layer's units on one batch."""
     spec, sec = plan.spec, res.seconds
@@ -436,7 +446,7 @@ def _measure(plan, lr: _Layer, chosen, x, y, real: int, first: int, res: Importa
         k = 1
         if lr.batchable:
             block = sum(a.nbytes for a in feeds.values())
-            k = int(max(1, min(u_count, STACK_BYTES // max(1, block))))
+            k = int(max(1, min(u_count, stack_budget(lr.suffix.device) // max(1, block))))
         for g0 in range(0, u_count, k):
             group = chosen[g0 : g0 + k]
             if len(group) == 1:

@@ -109,8 +109,9 @@ def test_a_unit_that_cannot_reach_the_output_has_importance_exactly_zero(tmp_pat
     assert (conv1.drop(index=2)["delta_output"] > 1e-4).all()
 
 
-def test_the_dead_unit_is_zero_in_a_stacked_run_too(tmp_path, folder):
+def test_the_dead_unit_is_zero_in_a_stacked_run_too(tmp_path, folder, monkeypatch):
     """The dead unit shares its suffix run with other units (K > 1): a misplaced mask block would show."""
+    monkeypatch.setattr(imp, "STACK_BYTES_CPU", 64 << 20)
     model = save(dead_cnn(), tmp_path / "dead.onnx")
     plan = _plan(model, folder)
     lr = plan.layer(plan.base.units[0])
@@ -157,7 +158,9 @@ def _full_masked_delta_loss(model_path, data, n):
 
 
 @pytest.mark.parametrize("which", ["demo", "residual"])
-def test_split_and_stacked_runs_match_full_masked_runs(tmp_path, folder, which):
+@pytest.mark.parametrize("stack", [0, 64 << 20])
+def test_split_and_stacked_runs_match_full_masked_runs(tmp_path, folder, which, stack, monkeypatch):
+    monkeypatch.setattr(imp, "STACK_BYTES_CPU", stack)
     if which == "demo":
         model, data, n = DEMO / "model.onnx", DEMO / "data", 2
     else:
@@ -179,7 +182,8 @@ def test_bit_identical_across_workers_batch_shard_and_stacking(tmp_path, monkeyp
     kw = dict(images_per_class=3, resamples=100)
     a = imp.importance(DEMO / "model.onnx", DEMO / "data", tmp_path / "a", workers=1, batch_size=32, **kw)
     b = imp.importance(DEMO / "model.onnx", DEMO / "data", tmp_path / "b", workers=2, batch_size=7, shard_size=4, **kw)
-    monkeypatch.setattr(imp, "STACK_BYTES", 0)  # one unit per suffix run
+    assert imp.stack_budget("cpu") == 0  # one unit per suffix run: a and b
+    monkeypatch.setattr(imp, "STACK_BYTES_CPU", 64 << 20)  # all units of a layer in one run
     c = imp.importance(DEMO / "model.onnx", DEMO / "data", tmp_path / "c", workers=1, batch_size=5, **kw)
     same(per_image(a.output), per_image(b.output))
     same(per_image(a.output), per_image(c.output))
