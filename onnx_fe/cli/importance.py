@@ -12,7 +12,6 @@ from ..config import DataOptions, PreprocessOptions, RunnerOptions, ScoreConfig,
 from .app import QUIET, VERBOSE, _log, _set_verbosity, _verbosity, app
 from .options import (
     BATCH,
-    LAYERS,
     RUNNER,
     SCHEDULER,
     SHARD,
@@ -45,7 +44,13 @@ def importance(
         help="Output directory",
         show_default="onnx-fe-results/<model name>-<hash of its path>/importance",
     ),
-    layers: Optional[List[str]] = LAYERS,
+    layers: Optional[List[str]] = typer.Option(
+        None,
+        "--layers",
+        "-l",
+        help="Layers to measure: index, name or glob; comma-separated or repeated",
+        show_default="all scorable",
+    ),
     units_per_layer: Optional[int] = typer.Option(
         None,
         "--units-per-layer",

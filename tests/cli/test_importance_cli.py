@@ -116,3 +116,16 @@ def test_one_run_at_a_time_per_output_directory(tmp_path, capsys):
         code, _, err = cli(capsys, "importance", DEMO / "model.onnx", DEMO / "data", "-o", out, "-n", "1", "-j", "1")
     assert code == 2 and "in use by another onnx-fe run" in err and len(err.strip().splitlines()) == 1
     assert not (out / "importance.csv").exists()
+
+
+def test_help_shows_every_default(capsys, monkeypatch):
+    import re
+
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["importance", "--help"]) == 0
+    text = capsys.readouterr().out
+    rows = [line for line in text.splitlines() if re.search(r"│\s+(\*\s+)?--[a-z]", line)]
+    assert any("--units-per-layer" in r for r in rows) and not any("--rarefy-k" in r for r in rows)
+    for row in rows:
+        if re.search(r"<[a-z\[\]|,]+>", row):
+            assert "[default:" in row or "[required]" in row, row
