@@ -257,6 +257,10 @@ class DaskExecutor:
                 self.client.cancel([shared])
 
     def _lost(self) -> OnnxFeError:
+        """The error for futures cancelled under the driver: by the client, when it lost the scheduler, or by the
+        scheduler, when every worker that held the run's scattered key left (no worker left)."""
+        if self.client.status == "running":
+            return _no_workers_left("every Dask worker left the cluster mid-run (killed, or their jobs ended)")
         at = f" at {self.address}" if self.address else ""
         return OnnxFeError(
             f"lost the connection to the Dask scheduler{at} mid-run; the shards written so far are saved and the same "
@@ -307,10 +311,13 @@ class _WorkerWatch:
         if n:
             self.since = now
         elif now - self.since > self.wait_s:
-            raise OnnxFeError(
-                f"no Dask worker has been left in the cluster for {self.wait_s:.0f} s (killed, or their jobs ended); "
-                "the shards written so far are saved and the same command resumes after them"
+            raise _no_workers_left(
+                f"no Dask worker has been left in the cluster for {self.wait_s:.0f} s (killed, or their jobs ended)"
             )
+
+
+def _no_workers_left(what: str) -> OnnxFeError:
+    return OnnxFeError(f"{what}; the shards written so far are saved and the same command resumes after them")
 
 
 def _first_line(e: BaseException) -> str:

@@ -240,3 +240,40 @@ def test_an_address_where_no_scheduler_runs_fails_in_seconds(tmp_path):
     _one_error_line(r.stderr, "cannot connect to the Dask scheduler")
     assert took < 15  # it used to wait for Dask's 20 s connect timeout
     assert not (tmp_path / "out/results.h5").exists()
+
+
+_NO_WORKER_SCRIPT = """
+import sys
+import onnx_fe
+from onnx_fe.config import ScoreConfig
+from onnx_fe.execution.dask import DaskExecutor
+from onnx_fe.experiments.score import run
+
+model, data, out, address = sys.argv[1:]
+cfg = ScoreConfig.build(model, data, out, images_per_class=3, device="cpu", shard_size=1, resamples=0)
+try:
+    with DaskExecutor.connect(address, wait_s=5) as ex:
+        run(cfg, executor=ex)
+except onnx_fe.OnnxFeError as e:
+    print(e)
+    sys.exit(2)
+"""
+
+
+def test_a_cluster_left_without_workers_stops_with_one_line(tmp_path, cluster_factory):
+    c = cluster_factory(n=1, hold_from=2)
+    run = _start_cli(
+        [sys.executable, "-c", _NO_WORKER_SCRIPT, str(MODEL), str(DATA), str(tmp_path / "out"), c.address], tmp_path
+    )
+    try:
+        _until(lambda: _n_done(tmp_path / "out/results.h5.partial") == 2, 60, "the first shards to be written")
+        Cluster.kill(c.workers[0])  # the only worker, while it holds a shard; none joins again
+        out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 2, err
+    # the scheduler drops the shards (their one input, the plan's key, was only on that worker), or 5 s pass
+    assert "every Dask worker left the cluster mid-run" in out or "no Dask worker has been left" in out, out
+    assert "lost the connection" not in out and "resumes after them" in out
+    assert _n_done(tmp_path / "out/results.h5.partial") == 2
