@@ -7,6 +7,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -95,14 +96,70 @@ def timed_call(fn, key, start: int, stop: int):
     return r
 
 
-def _context():
+# The user's main module is left alone in worker processes. multiprocessing runs it again in every new process
+# (as __mp_main__) so that functions defined there can be unpickled; a script without an
+# ``if __name__ == "__main__":`` guard then starts its run again in each worker, which fails, and a script fed on
+# stdin cannot be run again at all. The shard functions live in onnx-fe, so the workers never need it: their
+# processes are started with the main module's entry left out of multiprocessing's preparation data (for the thread
+# that starts them only; any other process started in the meantime is prepared as usual).
+_LEAVE_MAIN = threading.local()
+_PREPARATION_DATA = None
+
+
+def _preparation_data(name):
+    d = _PREPARATION_DATA(name)
+    if getattr(_LEAVE_MAIN, "on", False):
+        d.pop("init_main_from_path", None)
+        d.pop("init_main_from_name", None)
+    return d
+
+
+class _LeaveMain:
+    """A process class mixin: start() prepares the new process without the user's main module."""
+
+    def start(self):
+        global _PREPARATION_DATA
+        from multiprocessing import spawn
+
+        with _INSTALL_LOCK:
+            if _PREPARATION_DATA is None:
+                _PREPARATION_DATA = spawn.get_preparation_data
+                spawn.get_preparation_data = _preparation_data
+        _LEAVE_MAIN.on = True
+        try:
+            super().start()
+        finally:
+            _LEAVE_MAIN.on = False
+
+
+_INSTALL_LOCK = threading.Lock()
+
+if hasattr(multiprocessing.context, "ForkServerContext"):
+
+    class _ForkServerProcess(_LeaveMain, multiprocessing.context.ForkServerProcess):
+        pass
+
+    class _ForkServerContext(multiprocessing.context.ForkServerContext):
+        Process = _ForkServerProcess
+
+
+class _SpawnProcess(_LeaveMain, multiprocessing.context.SpawnProcess):
+    pass
+
+
+class _SpawnContext(multiprocessing.context.SpawnContext):
+    Process = _SpawnProcess
+
+
+def _context(leave_main: bool = False):
     """``forkserver`` where there is one: workers fork from a clean server process that has imported onnx-fe once
-    (fast start, no threads inherited from the driver); ``spawn`` elsewhere."""
+    (fast start, no threads inherited from the driver); ``spawn`` elsewhere. ``leave_main``: the workers do not run
+    the user's main module again (the functions they run are not defined there)."""
     if sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
+        ctx = _ForkServerContext() if leave_main else multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["onnx_fe.execution._warm"])  # onnx-fe and its engines, loaded once
         return ctx
-    return multiprocessing.get_context("spawn")
+    return _SpawnContext() if leave_main else multiprocessing.get_context("spawn")
 
 
 def prestart() -> None:
@@ -148,8 +205,9 @@ class ProcessExecutor:
         if self._pool is not None and self._pool_key is not key:  # another run: workers with the new key
             self.close()
         if self._pool is None:  # the key (with the image listing) goes to each process once, not with each shard
+            leave_main = getattr(fn, "__module__", None) != "__main__"
             self._pool = ProcessPoolExecutor(
-                self.processes, mp_context=_context(), initializer=_init_worker, initargs=(key,)
+                self.processes, mp_context=_context(leave_main), initializer=_init_worker, initargs=(key,)
             )
             self._pool_key = key
         try:
@@ -207,26 +265,28 @@ class ProcessExecutor:
 
     def _restart(self) -> None:
         self.restarts += 1
-        self._abort()
+        codes = self._abort()
         if self.restarts > self.max_restarts:
             raise OnnxFeError(
-                f"a worker process died {self.restarts} times (killed, out of memory, or it crashed: see the "
-                "messages above; a smaller --batch-size or fewer --workers need less memory); the shards finished "
-                "so far are saved and a new run resumes after them"
+                f"a worker process died {self.restarts} times (the last time {death_cause(codes)}); the shards "
+                "finished so far are saved and a new run resumes after them"
             )
 
-    def _abort(self) -> None:
+    def _abort(self) -> list[int]:
+        """Stop the pool at once; returns the exit codes of the processes that had already ended."""
         pool, self._pool = self._pool, None
         self._pool_key = None
         if pool is None:
-            return
+            return []
         procs = list((getattr(pool, "_processes", None) or {}).values())
+        codes = [p.exitcode for p in procs if p.exitcode is not None]
         pool.shutdown(wait=False, cancel_futures=True)
         for p in procs:  # a running shard is lost anyway: do not wait for it
             if p.is_alive():
                 p.terminate()
         for p in procs:
             p.join(10)
+        return codes
 
     def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -239,6 +299,26 @@ class ProcessExecutor:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def death_cause(exitcodes) -> str:
+    """How worker processes ended, in words, from their exit codes (negative: the signal that killed them)."""
+    codes = [c for c in exitcodes if c]
+    if not codes:
+        return "it ended unexpectedly: see the messages above"
+    if -signal.SIGKILL in codes:
+        return (
+            "it was killed (SIGKILL): out of memory, or killed by another process; a smaller --batch-size or "
+            "fewer --workers need less memory"
+        )
+    c = codes[0]
+    if c < 0:
+        try:
+            name = signal.Signals(-c).name
+        except ValueError:
+            name = f"signal {-c}"
+        return f"it crashed ({name}): see the messages above"
+    return f"it exited with status {c}: see the messages above"
 
 
 def _succeeded(f) -> bool:

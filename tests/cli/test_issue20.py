@@ -291,3 +291,81 @@ def test_kill_9_of_the_driver_leaves_no_process_behind(tmp_path):
     finally:
         if _session(p.pid):
             os.killpg(p.pid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- 8. the README's API as a plain script
+
+
+def readme_api_snippet() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Python API") :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("```", start)]
+
+
+@pytest.fixture(scope="module")
+def readme_dir(tmp_path_factory):
+    """What the snippet names: model.onnx (RGB, 224×224) and data/."""
+    from graphs import G
+
+    d = tmp_path_factory.mktemp("readme")
+    g = G((None, 3, 224, 224), seed=0)
+    for i, (c, pool) in enumerate(((4, True), (4, True), (6, True), (8, False))):  # layers 0..3
+        g.conv(c, name=f"conv{i}")
+        g.act("relu")
+        if pool:
+            g.pool()
+    g.head(2)
+    onnx.save(g.model(), d / "model.onnx")
+    write_image_folder(d / "data", n_classes=2, per_class=8, size=(40, 40))
+    return d
+
+
+@pytest.mark.parametrize("how", ["script", "stdin"])
+def test_the_readme_api_snippet_runs_as_a_plain_script_with_the_default_workers(readme_dir, tmp_path, how):
+    import shutil
+    import subprocess
+
+    snippet = readme_api_snippet()
+    assert "__main__" not in snippet and "workers" not in snippet  # as a user copies it: no guard, default -j
+    work = tmp_path / "w"
+    shutil.copytree(readme_dir, work)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    if how == "script":
+        (work / "snippet.py").write_text(snippet)
+        r = subprocess.run(
+            [sys.executable, "snippet.py"], cwd=work, capture_output=True, text=True, timeout=600, env=env
+        )
+    else:
+        r = subprocess.run(
+            [sys.executable, "-"], input=snippet, cwd=work, capture_output=True, text=True, timeout=600, env=env
+        )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (work / "out" / "scores.csv").exists() and (work / "twin.onnx").exists()
+    assert (work / "out" / "report.html").exists()
+    assert "died" not in r.stderr, r.stderr
+
+
+class _Key:  # what a worker gets: a key whose plan is nothing
+    def plan(self):
+        return None
+
+
+class _Plan:
+    def key(self):
+        return _Key()
+
+
+def _exit_1(plan, start, stop, workers):
+    os._exit(1)
+
+
+def test_a_worker_that_exits_is_not_blamed_on_memory():
+    from onnx_fe.errors import OnnxFeError
+    from onnx_fe.execution.local import ProcessExecutor, death_cause
+
+    with ProcessExecutor(2, max_restarts=1) as ex, pytest.raises(OnnxFeError) as e:
+        list(ex.map(_exit_1, _Plan(), [(0, 1), (1, 2)], 1))
+    msg = str(e.value)
+    assert "died" in msg and "status 1" in msg and "memory" not in msg, msg
+    assert "memory" in death_cause([-9]) and "memory" not in death_cause([-11])
