@@ -301,6 +301,24 @@ class ProcessExecutor:
         self.close()
 
 
+# A pool costs each of its processes about a second before its first shard (onnx-fe, onnxruntime and the model
+# loaded again), so a run whose whole work takes a core about as long is computed in this process: it is the
+# default -j's choice only (results are the same either way). The work is counted in map pixels, every map also
+# costing MAP_COST pixels (a birth point's fixed cost: see benchmarks/). IN_PROCESS_WORK: about 2 s of one core.
+MAP_COST = 150
+IN_PROCESS_WORK = 50_000_000
+
+
+def estimated_work(n_images: int, maps) -> int:
+    """The work of ``n_images`` images whose scored layers give ``maps``: (channels, height, width) per layer."""
+    return int(n_images) * sum(int(c) * (int(h) * int(w) + MAP_COST) for c, h, w in maps)
+
+
+def worth_a_pool(n_images: int, maps) -> bool:
+    """Whether a pool of worker processes pays for its start, or the run is computed faster in this process."""
+    return estimated_work(n_images, maps) >= IN_PROCESS_WORK
+
+
 def death_cause(exitcodes) -> str:
     """How worker processes ended, in words, from their exit codes (negative: the signal that killed them)."""
     codes = [c for c in exitcodes if c]

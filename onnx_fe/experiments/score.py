@@ -25,6 +25,7 @@ from ..config import ScoreConfig
 from ..data import Dataset, Preprocess, npz_preprocess, open_dataset, resolve_preprocess
 from ..errors import DataError, ModelError, OnnxFeError
 from ..execution import make_executor, prestart, will_use_processes
+from ..execution.local import worth_a_pool
 from ..io.lock import default_output, output_lock
 from ..io.results import (
     PER_IMAGE,
@@ -328,9 +329,9 @@ def run(cfg: ScoreConfig, *, progress=False, log=None, executor=None, wait=False
     log = log or (lambda msg: None)
     out = Path(cfg.output) if cfg.output is not None else default_output(cfg.model)
     t0 = time.perf_counter()
-    if executor is None and will_use_processes(cfg.workers, client, cfg.scheduler, cfg.cluster):
-        prestart()  # the worker processes' fork server loads onnx-fe while the plan is built
     plan = Plan.build(cfg, log)  # every input is checked before anything is created or locked
+    if executor is None and will_use_processes(cfg.workers, client, cfg.scheduler, cfg.cluster) and _pool(plan):
+        prestart()  # the worker processes' fork server loads onnx-fe while the driver opens the results file
     with output_lock(out, wait=wait, log=log):
         res = _score_once(cfg, out, plan=plan, progress=progress, log=log, executor=executor, client=client, t0=t0)
         control = None
@@ -628,6 +629,14 @@ def default_shard_size(n_images: int, batch_size: int, slots: int) -> int:
     return max(1, min(batch_size, -(-n_images // (4 * slots))))
 
 
+def _pool(plan: Plan, start: int = 0) -> bool:
+    """False when the default -j would start a pool of processes for a run too small to pay for it (then this
+    process computes it, with threads); True otherwise, and whenever -j was given."""
+    if plan.config.workers is not None:
+        return True
+    return worth_a_pool(len(plan.dataset) - start, [(u.channels, u.height, u.width) for u in plan.units])
+
+
 def _run_shards(
     w: PartialWriter, plan: Plan, start: int, workers: int, progress: bool, executor=None, client=None, log=None
 ) -> None:
@@ -639,7 +648,7 @@ def _run_shards(
     own = executor is None
     ex = (
         make_executor(
-            workers,
+            workers if _pool(plan, start) else 1,
             client=client,
             scheduler=cfg.scheduler,
             cluster=cfg.cluster,

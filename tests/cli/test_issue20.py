@@ -310,15 +310,23 @@ def readme_dir(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("readme")
     g = G((None, 3, 224, 224), seed=0)
-    for i, (c, pool) in enumerate(((4, True), (4, True), (6, True), (8, False))):  # layers 0..3
+    # layers 0..3; enough work (100 images, 16 maps of 224×224 each) that the default -j runs a pool of processes
+    for i, (c, pool) in enumerate(((16, True), (4, True), (6, True), (8, False))):
         g.conv(c, name=f"conv{i}")
         g.act("relu")
         if pool:
             g.pool()
     g.head(2)
     onnx.save(g.model(), d / "model.onnx")
-    write_image_folder(d / "data", n_classes=2, per_class=8, size=(40, 40))
+    write_image_folder(d / "data", n_classes=2, per_class=50, size=(40, 40))
     return d
+
+
+def test_the_readme_run_is_large_enough_for_worker_processes():
+    from onnx_fe.execution.local import worth_a_pool
+
+    maps = [(16, 224, 224), (4, 112, 112), (6, 56, 56), (8, 28, 28)]  # the model of readme_dir, 100 images
+    assert worth_a_pool(100, maps)
 
 
 @pytest.mark.parametrize("how", ["script", "stdin"])
@@ -369,3 +377,31 @@ def test_a_worker_that_exits_is_not_blamed_on_memory():
     msg = str(e.value)
     assert "died" in msg and "status 1" in msg and "memory" not in msg, msg
     assert "memory" in death_cause([-9]) and "memory" not in death_cause([-11])
+
+
+# --------------------------------------------------------------------------- 10. tiny runs stay in this process
+
+
+def test_small_runs_are_computed_in_process_large_ones_in_a_pool():
+    from onnx_fe.execution.local import estimated_work, worth_a_pool
+
+    demo = [(8, 32, 32), (16, 16, 16), (32, 8, 8)]  # models/demo: the default run has 200 images
+    assert not worth_a_pool(200, demo)
+    assert not worth_a_pool(3, [(64, 224, 224)])
+    assert worth_a_pool(100, [(64, 224, 224), (128, 112, 112)])
+    assert worth_a_pool(100_000, demo)  # the same model on many images
+    assert estimated_work(2, demo) == 2 * estimated_work(1, demo)
+
+
+def test_the_default_workers_run_a_small_job_without_a_pool(files, tmp_path, monkeypatch):
+    import onnx_fe.execution.local as local
+
+    started = []
+    monkeypatch.setattr(local.ProcessExecutor, "__init__", lambda self, *a, **k: started.append(a) or 1 / 0)
+    monkeypatch.setattr(local, "prestart", lambda: started.append("prestart"))
+    import onnx_fe.experiments.score as score
+
+    monkeypatch.setattr(score, "prestart", lambda: started.append("prestart"))
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert main(["score", str(files / "m.onnx"), str(files / "data"), "-o", str(tmp_path / "o"), "-q"]) == 0
+    assert started == []
