@@ -351,3 +351,21 @@ def test_the_table_is_the_mean_of_the_stored_per_image_values(tmp_path):
     meta = json.loads(res.json.read_text())
     assert meta["unmasked"]["top1"] == pytest.approx(v["unmasked_correct"].mean())
     assert meta["output_kind"] == "classifier" and meta["n_images"] == len(ds)
+
+
+def test_a_dask_cluster_gives_the_local_values(tmp_path):
+    import distributed
+
+    kw = dict(images_per_class=2, resamples=50, device="cpu")
+    local = imp.importance(DEMO / "model.onnx", DEMO / "data", tmp_path / "local", workers=1, **kw)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None, silence_logs=40
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        remote = imp.importance(
+            DEMO / "model.onnx", DEMO / "data", tmp_path / "dask", client=client, shard_size=5, **kw
+        )
+    same(per_image(local.output), per_image(remote.output))
+    assert local.csv.read_bytes() == remote.csv.read_bytes()
