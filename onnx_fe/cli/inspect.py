@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from .app import COLOR, INPUT_SIZE, LAYOUT, QUIET, VERBOSE, _info, _set_verbosity, app
+from ..errors import ModelError
+from .app import COLOR, INPUT_SIZE, LAYOUT, QUIET, VERBOSE, _set_verbosity, app
 
 
 @app.command()
@@ -46,13 +47,17 @@ def inspect(
     console.print(t)
     for line in lm.skipped:  # convolutions that are not layers, and why
         console.print(line)
+    n_ok = sum(u.scorable for u in units)
     if not units:
-        _info("no Conv layer that can be scored in this model" if lm.skipped else "no Conv layer in this model")
+        raise ModelError(
+            "no Conv layer that can be scored in this model" if lm.skipped else "no Conv layer in this model"
+        )
     else:
-        n_ok = sum(u.scorable for u in units)
         n_pre = sum(u.scorable and not u.activated for u in units)
         console.print(
             f"{n_ok} of {len(units)} layers scorable"
             + (f"; {n_pre} of them are taken before their activation (signed maps)" if n_pre else "")
             + "; layers are numbered in a canonical order of the conv graph (see docs/method.md)"
         )
+    if not n_ok:
+        raise ModelError(f"none of the {len(units)} Conv layers of this model can be scored (see the table above)")

@@ -89,13 +89,23 @@ def check_labels(classes: list[str], width: int) -> None:
             )
 
 
-def _as_2d(out: np.ndarray, name: str) -> np.ndarray:
+def class_mismatch(n_classes: int, width: int | None) -> str | None:
+    """The warning (one line) when the data's classes and the model's outputs differ in number, else None."""
+    if width is None or width == n_classes:
+        return None
+    return (
+        f"warning: the data has {n_classes} classes but the model's first output has {width} entries; top-1 counts "
+        "class k (in sorted order) as output k, which may not be what the model means"
+    )
+
+
+def _as_2d(out: np.ndarray, name: str, what: str = "cumulative ablation") -> np.ndarray:
     a = np.asarray(out)
     if a.ndim > 2 and all(d == 1 for d in a.shape[2:]):
         a = a.reshape(a.shape[0], a.shape[1])
     if a.ndim != 2:
         raise OnnxFeError(
-            f"the model's first output {name!r} has shape {tuple(a.shape)}; cumulative ablation needs "
+            f"the model's first output {name!r} has shape {tuple(a.shape)}; {what} needs "
             "logits or probabilities of shape (N, n_classes)"
         )
     return a.astype(np.float64)
@@ -116,7 +126,16 @@ def _metrics(out: np.ndarray, y: np.ndarray, probabilities: bool):
 
 
 def _evaluate(
-    plan: _Plan, ds, pre, input_dtype, masks: list | None, batch_size: int, progress=None, fixed_batch=None, info=None
+    plan: _Plan,
+    ds,
+    pre,
+    input_dtype,
+    masks: list | None,
+    batch_size: int,
+    progress=None,
+    fixed_batch=None,
+    info=None,
+    what: str = "cumulative ablation",
 ):
     """Top-1, top-5 accuracy and mean cross-entropy over the dataset for each mask (None: the plain model).
 
@@ -144,7 +163,7 @@ def _evaluate(
             for j, mask in enumerate(configs):
                 if mask is not None:
                     feeds[plan.mask] = np.asarray(mask, dtype=plan.mask_dtype).reshape(1, -1, 1, 1)
-                out = _as_2d(plan.suffix.session.run([plan.output], feeds)[0], plan.output)[:real]
+                out = _as_2d(plan.suffix.session.run([plan.output], feeds)[0], plan.output, what)[:real]
                 if not np.isfinite(out).all():
                     bad = int((~np.isfinite(out)).any(axis=1).argmax())
                     removed = "" if mask is None else f" with {int(np.sum(np.asarray(mask) == 0))} units removed"
@@ -392,6 +411,7 @@ def _ablate_into(out, lm, ds, pre, runner, rankings, chosen, steps, batch_size, 
     # every session first, then one image through the first one: the label check fails before any long work
     plans = {idx: _plan(lm, units[idx], device) for idx in chosen}
     counts_by_layer = {idx: removal_counts(units[idx].channels, steps) for idx in chosen}
+    first: dict = {}
     _evaluate(
         plans[chosen[0]],
         _first(ds),
@@ -400,7 +420,11 @@ def _ablate_into(out, lm, ds, pre, runner, rankings, chosen, steps, batch_size, 
         [np.ones(units[chosen[0]].channels)],
         1,
         fixed_batch=lm.fixed_batch,
+        info=first,
     )
+    warning = class_mismatch(len(ds.classes), first.get("width"))
+    if warning:
+        log(warning)
 
     rows: list[dict] = []
     baseline = {}
@@ -587,7 +611,7 @@ def evaluate(
     plan = _plan(lm, None, device)
     info: dict = {}
     t1, t5, loss, probs = _evaluate(
-        plan, ds, pre, runner.input_dtype, None, batch_size, fixed_batch=lm.fixed_batch, info=info
+        plan, ds, pre, runner.input_dtype, None, batch_size, fixed_batch=lm.fixed_batch, info=info, what="an accuracy"
     )
     return {
         "top1": float(t1[0]),

@@ -414,7 +414,7 @@ def _clean(v):
 
 
 def _accuracy(path, data, cfg, log, name) -> dict:
-    from .ablate import evaluate
+    from .ablate import class_mismatch, evaluate
 
     pp, im = cfg.preprocess, cfg.images  # the images and preprocessing the scores used
     args = {
@@ -436,10 +436,8 @@ def _accuracy(path, data, cfg, log, name) -> dict:
         log(f"{name}: no accuracy: {e}")
         return {"note": f"no accuracy: {e}"}
     rec = {"top1": r["top1"], "top5": r["top5"], "loss": r["loss"], "n_images": r["n_images"]}
-    if r.get("n_outputs") is not None and r["n_outputs"] != r["n_classes"]:
-        rec["note"] = (
-            f"warning: the data has {r['n_classes']} classes but the model's first output has {r['n_outputs']} "
-            "entries; top-1 counts class k (in sorted order) as output k, which may not be what the model means"
-        )
+    warning = class_mismatch(r["n_classes"], r.get("n_outputs"))
+    if warning:
+        rec["note"] = warning
         log(f"{name}: {rec['note']}")
     return rec

@@ -85,7 +85,8 @@ def import_onnxruntime():
 
     got: list[int] = []
     old = None
-    if threading.current_thread() is threading.main_thread():
+    # a SIGINT the process inherited as ignored (nohup, `cmd &` in a script) stays ignored: no handler, no window
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         try:
             old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
         except (ValueError, OSError):

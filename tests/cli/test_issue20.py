@@ -405,3 +405,64 @@ def test_the_default_workers_run_a_small_job_without_a_pool(files, tmp_path, mon
     monkeypatch.setattr("os.cpu_count", lambda: 4)
     assert main(["score", str(files / "m.onnx"), str(files / "data"), "-o", str(tmp_path / "o"), "-q"]) == 0
     assert started == []
+
+
+# --------------------------------------------------------------------------- 9. smaller ones
+
+
+def test_inspect_of_a_model_with_nothing_scorable_is_an_error(tmp_path, capsys):
+    from graphs import G
+
+    g = G((None, 3, 1, 1), seed=0)  # its only conv gives 1×1 maps: not a layer
+    g.conv(4, name="c")
+    g.act("relu")
+    g.head(2)
+    onnx.save(g.model(), tmp_path / "flat.onnx")
+    rc = main(["inspect", str(tmp_path / "flat.onnx")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "onnx-fe: error: " in err, (rc, err)
+
+
+def test_ablate_warns_when_the_data_classes_differ_from_the_outputs(files, tmp_path, capsys):
+    # m.onnx has 4 outputs, the data 2 classes
+    args = ["ablate", files / "m.onnx", files / "data", "-r", files / "res", "-o", tmp_path / "a", "--steps", "2"]
+    assert main([str(a) for a in args + ["--no-plot"]]) == 0
+    err = capsys.readouterr().err
+    warn = [ln for ln in err.splitlines() if ln.startswith("warning") and "classes" in ln]
+    assert len(warn) == 1 and "2 classes" in warn[0] and "4" in warn[0], err
+
+
+def test_compare_on_a_non_classifier_does_not_speak_of_ablation(files, tmp_path, capsys):
+    from graphs import G
+
+    g = G((None, 3, 16, 16), seed=0)
+    g.conv(4, name="c1")
+    g.act("relu")
+    g.conv(4, name="c2")
+    g.act("relu")
+    onnx.save(g.model(), tmp_path / "maps.onnx")  # its output is a map, not logits
+    args = ["compare", tmp_path / "maps.onnx", files / "data", "-o", tmp_path / "c", "--no-plot", "-j", "1"]
+    main([str(a) for a in args])
+    captured = capsys.readouterr()
+    text = captured.err + captured.out + "".join(p.read_text() for p in (tmp_path / "c").glob("*.csv"))
+    assert "accuracy" in text and "ablation" not in text, text
+
+
+def test_a_sigint_inherited_as_ignored_stays_ignored_while_onnxruntime_loads(tmp_path):
+    import subprocess
+
+    code = (
+        "import signal\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "seen = []\n"
+        "real = signal.signal\n"
+        "signal.signal = lambda s, h: (seen.append(h), real(s, h))[1]\n"
+        "from onnx_fe.model.runner import import_onnxruntime\n"
+        "import_onnxruntime()\n"
+        "signal.signal = real\n"
+        "assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN\n"
+        "print('handlers', [h is signal.SIG_IGN for h in seen])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "False" not in r.stdout, r.stdout  # no handler but SIG_IGN was ever installed
