@@ -398,6 +398,35 @@ def write_page(rules, nets, cards, stats, primary, secondary, indicator_rows, se
             f"{fmt_p(r['p'])} | {fmt_p(r['p_holm'])} | {r['verdict']} |"
         )
     add("")
+    add("## Per network")
+    add("")
+    add(
+        "Each network's pooled within-layer ρ with `delta_loss` and its percentile bootstrap CI over units "
+        "(what `onnx-fe validate` prints for it), and its three effects (positive = the paper's direction)."
+    )
+    add("")
+    add("| network | method | units | ρ FE | ρ mean activation | ρ activation std | ρ HRank | H1 | H2 | H3 |")
+    add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for n in nets:
+        for m in METHODS:
+            st = stats.get((n["id"], m, "primary"))
+            if st is None:
+                continue
+            p = st["pooled"]
+
+            def rc(k, p=p):
+                r = p.get(k)
+                return "–" if r is None else f"{fmt(r['spearman'], 2)} [{fmt(r['ci_low'], 2)}, {fmt(r['ci_high'], 2)}]"
+
+            eff = st["effects"]
+            cis = {h: VAL.V.percentile_ci(eff[h][1], rules["ci_level"]) for h in HYP}
+            add(
+                f"| {n['id']} | {m} | {p['feature_entropy']['n_units']} | {rc('feature_entropy')} | "
+                f"{rc('mean_activation')} | {rc('activation_std')} | {rc('hrank')} | "
+                + " | ".join(f"{fmt(eff[h][0], 2)} [{fmt(cis[h][0], 2)}, {fmt(cis[h][1], 2)}]" for h in HYP)
+                + " |"
+            )
+    add("")
     add("## Sensitivity (registered, no verdict): rarefied FE in place of FE; Δtop-1 as the target")
     add("")
     add("| variant | set | method | hypothesis | effect | 95 % CI | p |")

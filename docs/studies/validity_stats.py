@@ -38,7 +38,7 @@ def combine(group_effects, group_replicates, level: float = 0.95, min_groups: in
     ``group_effects``: (n,) the effect of each group (NaN: no value). ``group_replicates``: (n, B) the same effect
     in each of B unit resamples (replicate b of every group enters replicate b of m); v_units is the variance of the
     mean over groups across replicates (ddof 1). The p-value is two-sided, from m / sqrt(s²/n + v_units) with
-    n − 1 degrees of freedom. Fewer than ``min_groups`` groups with a value: everything NaN.
+    n − 1 degrees of freedom. Fewer than ``min_groups`` groups with a value: m only (CI and p NaN).
     """
     e = np.asarray(group_effects, dtype=float).reshape(-1)
     if e.size == 0:
@@ -47,8 +47,8 @@ def combine(group_effects, group_replicates, level: float = 0.95, min_groups: in
     keep = np.isfinite(e)
     e, r = e[keep], r[keep]
     n = int(e.size)
-    if n < min_groups:
-        return Combined(NAN, NAN, NAN, NAN, n, NAN, NAN)
+    if n < min_groups:  # the mean exists, its interval does not
+        return Combined(float(e.mean()) if n else NAN, NAN, NAN, NAN, n, NAN, NAN)
     m = float(e.mean())
     var_between = float(e.var(ddof=1))
     reps = r.mean(axis=0)

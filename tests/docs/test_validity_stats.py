@@ -68,7 +68,8 @@ def test_combine_is_the_t_interval_of_the_registration():
 
 def test_combine_not_estimable_with_one_group():
     c = vs.combine([0.3, np.nan], np.zeros((2, 10)))
-    assert np.isnan(c.m) and np.isnan(c.p) and c.n == 1
+    assert c.m == 0.3 and np.isnan(c.low) and np.isnan(c.p) and c.n == 1
+    assert vs.verdict(c.m, vs.holm([c.p])[0]) == "inconclusive"
 
 
 def test_verdicts():
