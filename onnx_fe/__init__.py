@@ -10,6 +10,7 @@ Python API::
     a = onnx_fe.ablate("model.onnx", "data/", "out/")        # cumulative ablation curves (graph rewrite)
     c = onnx_fe.compare(["a.onnx", "b.onnx"], "data/")       # several networks side by side
     r = onnx_fe.randomize("model.onnx", "twin.onnx", seed=0) # untrained twin (random-init control)
+    p = onnx_fe.prune("model.onnx", "small.onnx", units="3:0")  # remove conv channels: a smaller model
     p = onnx_fe.report("out/")                               # one self-contained HTML page (needs matplotlib)
     i = onnx_fe.importance("model.onnx", "data/", "imp/")    # each unit zeroed alone: Δ loss, Δ top-1, Δ output
     v = onnx_fe.validate("out/", "importance/")              # indicators against measured unit importance
@@ -52,6 +53,7 @@ _LAZY = {
     "ablate": "experiments.ablate",
     "add_unit_masks": "model.masks",
     "compare": "experiments.compare",
+    "prune": "experiments.prune",
     "randomize": "model.randomize",
     "randomize_model": "model.randomize",
     "validate": "experiments.validate",
@@ -88,6 +90,7 @@ __all__ = [
     "ablate",
     "add_unit_masks",
     "compare",
+    "prune",
     "randomize",
     "randomize_model",
     "report",

@@ -15,6 +15,7 @@ def _load():
         compare,
         importance,
         inspect,
+        prune,
         randomize,
         rank,
         report,

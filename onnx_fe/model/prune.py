@@ -240,7 +240,9 @@ def infer_shapes(model: onnx.ModelProto, input_hw=None) -> dict[str, list]:
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         t = vi.type.tensor_type
         if vi.type.HasField("tensor_type") and t.HasField("shape"):
-            shapes[vi.name] = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in t.shape.dim]
+            shapes[vi.name] = [
+                d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in t.shape.dim
+            ]
     for t in g.initializer:
         shapes[t.name] = [int(d) for d in t.dims]
     for n in g.node:
@@ -558,7 +560,9 @@ class PruneGraph:
                 continue
             shape = self.shapes.get(name)
             if shape is None or len(shape) < r - a:
-                return self._spoil_all(node, labs, f"{_label(node)} combines the channels with {name!r} of unknown shape")
+                return self._spoil_all(
+                    node, labs, f"{_label(node)} combines the channels with {name!r} of unknown shape"
+                )
             ca = a - (r - len(shape))
             if ca < 0 or shape[ca] == 1:
                 continue
@@ -663,7 +667,9 @@ class PruneGraph:
             outs = self._reshape_dims(node, ins)
         why = f"{_label(node)} mixes the channels with other dims"
         if ins is None or outs is None or x.axis < 1:
-            return self._spoil_all(node, labs, f"{_label(node)}: shapes unknown (give the input size of a dynamic model)")
+            return self._spoil_all(
+                node, labs, f"{_label(node)}: shapes unknown (give the input size of a dynamic model)"
+            )
         allowzero = int(_attr(node, "allowzero", 0))
         c = len(x.ids)
         if len(outs) == 2 and all(d is not None for i, d in enumerate(ins) if i not in (0, x.axis)):
@@ -1064,7 +1070,9 @@ class PruneGraph:
         delta = None
         lab = _label(e.node)
         if cv is None or not np.isfinite(cv).all():
-            rep.inexact.append(f"{lab}: a removed input feature is not a constant there; removing it differs from masking")
+            rep.inexact.append(
+                f"{lab}: a removed input feature is not a constant there; removing it differs from masking"
+            )
         elif np.any(cv):
             rows = np.compress(gone, w, axis=e.axis)
             delta = (cv @ rows.T if e.axis else cv @ rows).astype(np.float64)
@@ -1259,8 +1267,20 @@ def _subgraph_reads(graph) -> list[str]:
     return out
 
 
-PLUMBING = {"Constant", "Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Concat",
-            "Slice", "Shape", "Gather"}
+PLUMBING = {
+    "Constant",
+    "Identity",
+    "Cast",
+    "Transpose",
+    "Reshape",
+    "Squeeze",
+    "Unsqueeze",
+    "Flatten",
+    "Concat",
+    "Slice",
+    "Shape",
+    "Gather",
+}
 
 
 def _reads(graph) -> set[str]:
@@ -1384,3 +1404,51 @@ def analyze(model: onnx.ModelProto, input_hw=None) -> PruneGraph:
     if any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer):
         raise OnnxFeError("the model's external data is not loaded")
     return PruneGraph(model, input_hw=input_hw)
+
+
+def cost(model: onnx.ModelProto, input_hw=None) -> tuple[int, int | None]:
+    """(parameters, multiply-accumulates per image) of a model: parameters are the elements of its float
+    constants (initializers and Constant nodes); MACs count Conv, ConvTranspose, Gemm and MatMul (None when a
+    shape they need is unknown, e.g. a dynamic input size without ``input_hw``)."""
+    g = _Graph(model.graph)
+    params = 0
+    floats = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
+    for t in model.graph.initializer:
+        if t.data_type in floats:
+            params += int(np.prod(t.dims)) if len(t.dims) else 1
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            a = next((a for a in n.attribute if a.name == "value"), None)
+            if a is not None and a.t.data_type in floats:
+                params += int(np.prod(a.t.dims)) if len(a.t.dims) else 1
+    shapes = infer_shapes(model, input_hw)
+    macs = 0
+    for n in model.graph.node:
+        if n.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+            continue
+        tr = g.trace(n.input[1]) if len(n.input) > 1 else None
+        if isinstance(tr, tuple):
+            try:
+                wshape = list(g.seen_shape(*tr))
+            except Exception:
+                wshape = None
+        else:
+            wshape = shapes.get(n.input[1])
+        out = shapes.get(n.output[0])
+        if out is None and n.op_type == "MatMul" and wshape is not None and len(wshape) == 2:
+            out = [None, wshape[1]]  # an input of unknown shape (a computed Reshape): taken as (N, K)
+        if wshape is None or out is None or any(d is None for d in out[1:]):
+            return params, None
+        if n.op_type == "Conv":
+            macs += int(np.prod(out[1:])) * int(np.prod(wshape[1:]))
+        elif n.op_type == "ConvTranspose":
+            x = shapes.get(n.input[0])
+            if x is None or any(d is None for d in x[1:]):
+                return params, None
+            macs += int(np.prod(x[1:])) * int(np.prod(wshape[1:]))
+        elif n.op_type == "Gemm":
+            k = wshape[1] if int(_attr(n, "transB", 0)) else wshape[0]
+            macs += int(np.prod(out[1:])) * int(k)
+        else:
+            macs += int(np.prod([d for d in out[1:]])) * int(wshape[-2]) if len(wshape) >= 2 else 0
+    return params, macs
