@@ -327,9 +327,12 @@ def _open_npz(path: Path, per_class, wanted, seed) -> Dataset:
             raise OnnxFeError(
                 f"{path.name} lacks the array {k!r} (expected x: inputs, y: integer labels, optional classes)"
             )
-    try:  # members are read lazily: object arrays or a damaged member fail here
-        x, y = z["x"], z["y"]
+    try:  # members are read lazily: object arrays or a damaged member fail here; x only as far as needed
+        x = _NpyMember(path, "x.npy")
+        y = z["y"]
         raw_names = z["classes"] if "classes" in keys else None
+    except OnnxFeError:
+        raise
     except Exception as e:
         raise OnnxFeError(f"cannot read {path}: {e}") from None
     if x.ndim != 4:
@@ -374,9 +377,13 @@ def _open_npz(path: Path, per_class, wanted, seed) -> Dataset:
         sel = rows[_pick(len(rows), per_class, seed, label_names[k])]
         idx.extend(sel.tolist())
         labels.extend([ci] * len(sel))
+    order = np.argsort(idx, kind="stable")
+    x = x.rows(np.asarray(idx, dtype=np.int64)[order])  # the chosen rows only, in file order
+    pos = np.empty(len(idx), dtype=np.int64)
+    pos[order] = np.arange(len(idx))
     if np.issubdtype(x.dtype, np.inexact):  # only the rows used matter
         for s in range(0, len(idx), 256):
-            block = x[idx[s : s + 256]]
+            block = x[pos[s : s + 256]]
             bad = ~np.isfinite(block.reshape(len(block), -1)).all(axis=1)
             if bad.any():
                 raise OnnxFeError(f"{path.name}: x[{idx[s + int(bad.argmax())]}] holds NaN or infinite values")
@@ -388,8 +395,79 @@ def _open_npz(path: Path, per_class, wanted, seed) -> Dataset:
         labels=np.asarray(labels, dtype=np.int64),
         ids=[f"index:{i}" for i in idx],
         _x=x,
-        _npz_index=np.asarray(idx, dtype=np.int64),
+        _npz_index=pos,  # where each chosen sample lies in x (which holds the chosen rows only)
     )
+
+
+# an .npz's x is read whole only when its rows cannot be read one by one (Fortran order): up to this many bytes
+NPZ_WHOLE_LIMIT = 4 << 30
+NPZ_BLOCK = 16 << 20  # bytes of x inflated at a time while its chosen rows are picked out
+
+
+class _NpyMember:
+    """The header of an .npz's array member (shape, dtype), and :meth:`rows` to read some of its rows: the
+    member is inflated a block at a time and only the chosen rows are kept, so memory is set by them, not by
+    the array's declared size (a small compressed file can declare a huge array)."""
+
+    def __init__(self, path: Path, member: str):
+        import zipfile
+
+        self.path, self.member = Path(path), member
+        with zipfile.ZipFile(self.path) as zf, zf.open(member) as fh:
+            shape, fortran, dtype = _header(fh)
+        if dtype.hasobject:
+            raise OnnxFeError(f"{self.path.name}: x must be numeric, not {dtype}")
+        self.shape, self.fortran, self.dtype = tuple(int(d) for d in shape), bool(fortran), dtype
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0] if self.shape else 0
+
+    def rows(self, chosen: np.ndarray) -> np.ndarray:
+        """Rows ``chosen`` (increasing) of the array, as one array."""
+        import zipfile
+
+        row_shape = self.shape[1:]
+        row = int(np.prod(row_shape, dtype=np.int64)) * self.dtype.itemsize
+        out = np.empty((len(chosen), *row_shape), dtype=self.dtype)
+        if len(chosen) == 0:
+            return out
+        if self.fortran:  # rows are not contiguous: the whole array, within a stated limit
+            total = row * len(self)
+            if total > NPZ_WHOLE_LIMIT:
+                raise OnnxFeError(
+                    f"{self.path.name}: x is stored in Fortran order and takes {total / 2**30:.1f} GiB, more than the "
+                    f"{NPZ_WHOLE_LIMIT / 2**30:.0f} GiB that are read whole; save it in C order "
+                    "(np.ascontiguousarray) so that only the chosen images are read"
+                )
+            with np.load(self.path, allow_pickle=False) as z:
+                return np.ascontiguousarray(z[self.member[: -len(".npy")]][chosen])
+        per_block = max(1, NPZ_BLOCK // max(row, 1))
+        with zipfile.ZipFile(self.path) as zf, zf.open(self.member) as fh:
+            _header(fh)  # the data follows it
+            k, first = 0, 0  # next chosen row to fill; index of the first row of the next block
+            last = int(chosen[-1])
+            while first <= last:
+                n = min(per_block, last + 1 - first)
+                data = fh.read(n * row)
+                if len(data) < n * row:
+                    raise OnnxFeError(f"cannot read {self.path}: x ends before its row {first + len(data) // row}")
+                block = np.frombuffer(data, dtype=self.dtype).reshape(n, *row_shape)
+                while k < len(chosen) and chosen[k] < first + n:
+                    out[k] = block[int(chosen[k]) - first]
+                    k += 1
+                first += n
+        return out
+
+
+def _header(fh):
+    """(shape, fortran_order, dtype) of the .npy stream ``fh``, which is left at the first byte of the data."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(fh)
+    raise ValueError(f".npy format version {version[0]}.{version[1]} is not read here; save x with numpy's np.savez")
 
 
 def npz_layout(ds: Dataset, input_shape: list, layout: str = "auto") -> str:

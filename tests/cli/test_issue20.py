@@ -466,3 +466,73 @@ def test_a_sigint_inherited_as_ignored_stays_ignored_while_onnxruntime_loads(tmp
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "False" not in r.stdout, r.stdout  # no handler but SIG_IGN was ever installed
+
+
+# --------------------------------------------------------------------------- 7. memory bounded by the chosen images
+
+
+def _huge_npz(path: Path, n: int, shape=(1, 32, 32)) -> None:
+    """A compressed .npz whose x (float32, n rows, all zero but the first six) is written a block at a time, never
+    held in memory; y: rows 0..5 are classes 0 and 1, the rest class 2."""
+    import zipfile
+
+    import numpy as np
+
+    row = int(np.prod(shape))
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with zf.open("x.npy", "w", force_zip64=True) as fh:
+            np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (n, *shape)})
+            first = np.arange(6 * row, dtype="<f4").reshape(6, row) / (6 * row)
+            fh.write(first.tobytes())
+            block = np.zeros((4096, row), dtype="<f4").tobytes()
+            left = n - 6
+            while left > 0:
+                k = min(4096, left)
+                fh.write(block[: k * row * 4])
+                left -= k
+        y = np.full(n, 2, dtype=np.int64)
+        y[:6] = [0, 1, 0, 1, 0, 1]
+        with zf.open("y.npy", "w") as fh:
+            np.lib.format.write_array(fh, y)
+
+
+def test_an_npz_is_read_only_as_far_as_the_chosen_images(tmp_path):
+    import subprocess
+
+    npz = tmp_path / "big.npz"
+    _huge_npz(npz, 400_000)  # x: 1.6 GB declared, a few MB on disk
+    assert npz.stat().st_size < 20e6
+    code = (
+        "import resource, sys\n"
+        "import numpy as np\n"
+        "from onnx_fe.data import open_dataset\n"
+        "from onnx_fe.data.preprocess import Preprocess\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"  # 1 GiB: far less than x
+        f"ds = open_dataset({str(npz)!r}, images_per_class=3, classes=['0', '1'])\n"
+        "x = ds.load(0, len(ds), None)\n"
+        "print(len(ds), ds.ids, x.shape, float(x.max()), ds.fingerprint()[:12])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    n, rest = r.stdout.split(" ", 1)
+    assert n == "6" and "(6, 1, 32, 32)" in rest
+
+
+def test_a_streamed_npz_gives_the_same_dataset_as_a_loaded_one(tmp_path):
+    import numpy as np
+
+    from onnx_fe.data import open_dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 3, 8, 8)).astype(np.float32)
+    y = np.arange(40) % 4
+    np.savez_compressed(tmp_path / "a.npz", x=x, y=y)
+    np.savez(tmp_path / "b.npz", x=np.asfortranarray(x), y=y)  # stored, Fortran order: read whole
+    for name in ("a.npz", "b.npz"):
+        ds = open_dataset(tmp_path / name, images_per_class=3, seed=1)
+        rows = [int(i.split(":")[1]) for i in ds.ids]
+        assert np.array_equal(ds.load(0, len(ds), None), x[rows])
+        assert ds.sample_shape == (3, 8, 8)
+    a = open_dataset(tmp_path / "a.npz", images_per_class=3, seed=1)
+    b = open_dataset(tmp_path / "b.npz", images_per_class=3, seed=1)
+    assert a.fingerprint() == b.fingerprint()
