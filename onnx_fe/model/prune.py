@@ -1143,6 +1143,27 @@ class PruneGraph:
                 return None
             return np.broadcast_to(v.reshape(-1), (n,))
 
+        if op == "Concat":
+            parts = []
+            for name in node.input:
+                w = len(self.labels[name].ids) if name in self.labels else None
+                v = vals.get(name) if w is not None else None
+                parts.append((w, v))
+            if sum(w or 0 for w, _ in parts) == n and all(w is not None for w, _ in parts):
+                return np.concatenate([np.full(w, np.nan) if v is None else v for w, v in parts])
+            if all(w == n and v is not None for w, v in parts):  # along another axis: constant if all agree
+                first = parts[0][1]
+                return np.where(np.all([v == first for _, v in parts], axis=0), first, np.nan)
+            if sum(w or 0 for w, _ in parts) != n:  # constant channels joined in: their values are not needed
+                filled = []
+                for name, (w, v) in zip(node.input, parts):
+                    if w is None:
+                        shape = self.const_shape(name) if self.is_const(name) else self.shapes.get(name)
+                        w = shape[lab.axis] if shape else 0
+                    filled.append(np.full(w, np.nan) if v is None else v)
+                cat = np.concatenate(filled)
+                return cat if len(cat) == n else None
+            return None
         if op in BINARY:
             parts = []
             for slot, name in enumerate(node.input):
