@@ -308,6 +308,7 @@ def claim_3(st: Store, seeds, method: str) -> tuple[dict, dict]:
     eff["trained_only_slope"] = {}
     eff["gap_slope_vgg_resnet"] = {}
     desc = {"gap_by_layer": {f: {} for f in fams}, "trained_by_layer": {f: {} for f in fams}, "coverage": {}}
+    desc["slope_by_family"] = {f: {} for f in fams}  # the primary's slope per family (its mean is the effect)
     x = np.arange(6) / 5.0
     for s in seeds:
         if not _have_pairs(st, s, fams, method):
@@ -328,6 +329,8 @@ def claim_3(st: Store, seeds, method: str) -> tuple[dict, dict]:
                         desc["gap_by_layer"][f][s] = [float(v) for v in y[0]]
                         desc["trained_by_layer"][f][s] = [float(tr[i][qq][0]) for i in idx]
                 slopes.append(S.ols_slope(x, y))
+                if q == "fe_rarefied":
+                    desc["slope_by_family"][f][s] = slopes[-1]
             eff[q][s] = S.mean_over(slopes)
         desc["coverage"][s] = _mean_coverage(st, s, fams, method)
         # secondary: the gap's slope over relative depth in the VGG / ResNet families (map size changes there)
@@ -406,6 +409,26 @@ def claim_5a(st: Store, seeds, method: str, accs: dict) -> tuple[dict, dict]:
         )
         eff["fe_rarefied_common_200"][s] = S.spearman_rows(acc, y)
     return eff, desc
+
+
+def claim_5a_same_images(st: Store, seeds, method: str, accs: dict) -> dict:
+    """Not pre-registered (a sensitivity analysis added after the results were seen): claim 5A's statistic, the
+    Spearman rho over the four genA networks of a seed between test accuracy and the conv 3 value, with every
+    network scored on the same images: the shapes training PNGs whose manifest index is < 200, which every genA
+    network was trained on (genA_n<n> saw the first n training images). Raw FE and rarefied FE.
+
+    Returns {"effects": {quantity: {seed: (P,) effect}}, "n_images": images used, "n_own": {unit: own images}}."""
+    common = genA_rows(st, 200)
+    out = {"effects": {"fe": {}, "fe_rarefied": {}}, "n_images": int(common.sum())}
+    out["n_own"] = {u: int(genA_rows(st, None if n >= 1000 else n).sum()) for u, n in GENA_N.items()}
+    for s in seeds:
+        if not all(st.has(s, f"{u}__converged__train", method) for u in GENA_N) or s not in accs:
+            continue
+        acc = np.array([accs[s][u] for u in GENA_N])
+        vals = [st.layer_values(s, f"{u}__converged__train", method, rows_key=200, rows=common)[LAST] for u in GENA_N]
+        for q in out["effects"]:
+            out["effects"][q][s] = S.spearman_rows(acc, np.stack([v[q] for v in vals], axis=1))
+    return out
 
 
 GENB = (0.0, 0.2, 0.4, 0.6, 0.8)
