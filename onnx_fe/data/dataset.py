@@ -399,6 +399,24 @@ def _open_npz(path: Path, per_class, wanted, seed) -> Dataset:
     )
 
 
+def npz_rows(path, rows) -> np.ndarray:
+    """Rows ``rows`` (in that order) of an .npz's x, reading only as far as the last of them."""
+    rows = np.asarray(rows, dtype=np.int64)
+    try:
+        x = _NpyMember(Path(path), "x.npy")
+    except OnnxFeError:
+        raise
+    except Exception as e:
+        raise OnnxFeError(f"cannot read {path}: {e}") from None
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(x)):
+        raise OnnxFeError(f"{Path(path).name}: x has {len(x)} rows, no row {int(rows.max())}")
+    order = np.argsort(rows, kind="stable")
+    got = x.rows(rows[order])
+    out = np.empty_like(got)
+    out[order] = got
+    return out
+
+
 # an .npz's x is read whole only when its rows cannot be read one by one (Fortran order): up to this many bytes
 NPZ_WHOLE_LIMIT = 4 << 30
 NPZ_BLOCK = 16 << 20  # bytes of x inflated at a time while its chosen rows are picked out

@@ -227,8 +227,9 @@ def _thumb(run, data_path: Path, row: int, pre) -> str:
 
     rid = run.image_ids[row]
     if rid.startswith("index:"):
-        z = np.load(data_path, allow_pickle=False)
-        x = np.asarray(z["x"][int(rid.split(":", 1)[1])], dtype=np.float64)
+        from ..data.dataset import npz_rows
+
+        x = np.asarray(npz_rows(data_path, [int(rid.split(":", 1)[1])])[0], dtype=np.float64)
         layout = (run.params.get("preprocess") or {}).get("layout", "nchw")
         x = x.transpose(1, 2, 0) if layout == "nchw" else x
         lo, hi = float(x.min()), float(x.max())
@@ -290,8 +291,9 @@ def recompute(
     pre_d = dict(run.params.get("preprocess") or {})
     is_npz = "npz" in pre_d or any(run.image_ids[r].startswith("index:") for r in rows)
     if is_npz:
-        z = np.load(data_path, allow_pickle=False)
-        x = np.stack([np.asarray(z["x"][int(run.image_ids[r].split(":", 1)[1])]) for r in rows])
+        from ..data.dataset import npz_rows
+
+        x = npz_rows(data_path, [int(run.image_ids[r].split(":", 1)[1]) for r in rows])
         pre = None
     else:
         pre = preprocess_from(pre_d)

@@ -536,3 +536,23 @@ def test_a_streamed_npz_gives_the_same_dataset_as_a_loaded_one(tmp_path):
     a = open_dataset(tmp_path / "a.npz", images_per_class=3, seed=1)
     b = open_dataset(tmp_path / "b.npz", images_per_class=3, seed=1)
     assert a.fingerprint() == b.fingerprint()
+
+
+def test_the_report_gallery_reads_only_its_images_of_an_npz(tmp_path):
+    import subprocess
+
+    npz = tmp_path / "big.npz"
+    _huge_npz(npz, 700_000)  # x: 2.9 GB declared
+    demo = ROOT / "models" / "demo" / "model.onnx"
+    out = tmp_path / "res"
+    args = ["score", demo, npz, "-n", "3", "--classes", "0,1", "-o", out, "-j", "1", "-q", "--resamples", "0"]
+    assert main([str(a) for a in args]) == 0
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (5 << 29, 5 << 29))\n"  # 2.5 GiB: less than x
+        "from onnx_fe.cli import main\n"
+        f"sys.exit(main(['report', {str(out)!r}, '-o', {str(tmp_path / 'r.html')!r}, '-q']))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Unit gallery" in (tmp_path / "r.html").read_text()
