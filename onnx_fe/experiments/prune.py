@@ -290,14 +290,22 @@ def _save(pm: onnx.ModelProto, output: Path, external: bool) -> str | None:
     try:
         location = output.name + ".data"
         if external:
-            onnx.save_model(
-                pm,
-                str(tmp / output.name),
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=location,
-                size_threshold=1024,
-            )
+            # the float weights go to the side file (shape constants stay inline: onnxruntime reads those inline)
+            from onnx.external_data_helper import set_external_data
+
+            pm, model = onnx.ModelProto(), pm
+            pm.CopyFrom(model)  # saving moves the values out of the protobuf: keep the caller's intact
+
+            floats = {
+                onnx.TensorProto.FLOAT,
+                onnx.TensorProto.DOUBLE,
+                onnx.TensorProto.FLOAT16,
+                onnx.TensorProto.BFLOAT16,
+            }
+            for t in pm.graph.initializer:
+                if t.data_type in floats and t.HasField("raw_data") and len(t.raw_data):
+                    set_external_data(t, location)
+            onnx.save_model(pm, str(tmp / output.name))
             os.replace(tmp / location, output.parent / location)
         else:
             onnx.save_model(pm, str(tmp / output.name))

@@ -7,80 +7,27 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
+from prune_graphs import (
+    B,
+    affine,
+    concat,
+    depthwise,
+    flatten_gemm,
+    fold,
+    gap_matmul,
+    grouped,
+    residual,
+    tf2onnx_weights,
+    zero,
+)
 
 from onnx_fe.errors import OnnxFeError
 from onnx_fe.model.graph import find_units
 from onnx_fe.model.masks import add_unit_masks
 from onnx_fe.model.prune import analyze, cost
 
-IR, OPSET = 8, 17
 TOL = 1e-5
-
-
-class B:
-    """A small graph builder with named weights, so that tests can zero chosen channels."""
-
-    def __init__(self, shape=(None, 3, 8, 8), seed=0, constants=False):
-        self.rng = np.random.default_rng(seed)
-        self.nodes, self.inits = [], []
-        self.constants = constants
-        self.input = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))
-        self.k = 0
-
-    def t(self, base):
-        self.k += 1
-        return f"{base}{self.k}"
-
-    def const(self, name, arr):
-        arr = np.asarray(arr)
-        arr = arr.astype(np.int64 if arr.dtype.kind in "iu" else np.float32)
-        if self.constants:
-            self.nodes.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(arr, name)))
-        else:
-            self.inits.append(numpy_helper.from_array(arr, name))
-        return name
-
-    def op(self, op, inputs, **attrs):
-        out = self.t(op.lower())
-        self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
-        return out
-
-    def conv(self, x, name, cin, cout, k=3, group=1, pad=None, bias=True):
-        w = self.const(f"{name}.w", self.rng.normal(0, 0.4, (cout, cin // group, k, k)))
-        ins = [x, w] + ([self.const(f"{name}.b", self.rng.normal(0, 0.2, cout))] if bias else [])
-        p = k // 2 if pad is None else pad
-        out = f"{name}.out"
-        self.nodes.append(
-            helper.make_node("Conv", ins, [out], name=name, kernel_shape=[k, k], pads=[p] * 4, group=group)
-        )
-        return out
-
-    def bn(self, x, name, c):
-        ins = [x] + [
-            self.const(f"{name}.{p}", v)
-            for p, v in (
-                ("scale", self.rng.uniform(0.5, 1.5, c)),
-                ("bias", self.rng.normal(0, 0.2, c)),
-                ("mean", self.rng.normal(0, 0.2, c)),
-                ("var", self.rng.uniform(0.5, 1.5, c)),
-            )
-        ]
-        return self.op("BatchNormalization", ins, epsilon=1e-5)
-
-    def head(self, x, c, n=3):
-        f = self.op("Flatten", [self.op("GlobalAveragePool", [x])], axis=1)
-        return self.op(
-            "Gemm", [f, self.const("fc.w", self.rng.normal(0, 0.5, (n, c))), self.const("fc.b", np.zeros(n))], transB=1
-        )
-
-    def model(self, out, rank=2):
-        info = helper.make_tensor_value_info(out, TensorProto.FLOAT, [None] * rank)
-        g = helper.make_graph(self.nodes, "g", [self.input], [info], self.inits)
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)])
-        m.ir_version = IR
-        onnx.checker.check_model(m, full_check=True)
-        return m
 
 
 def run(model, feeds):
@@ -128,25 +75,6 @@ def inputs(shape=(4, 3, 8, 8), seed=1):
     return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
 
 
-def zero(model, names, channels, axis=0):
-    """Set the given channels of the named constants (initializers or Constant nodes) to zero."""
-    for t in model.graph.initializer:
-        if t.name in names:
-            a = numpy_helper.to_array(t).copy()
-            idx = [slice(None)] * a.ndim
-            idx[axis if a.ndim > 1 or axis == 0 else 0] = channels
-            a[tuple(idx)] = 0
-            t.CopyFrom(numpy_helper.from_array(a, t.name))
-    for n in model.graph.node:
-        if n.op_type == "Constant" and n.output[0] in names:
-            a = numpy_helper.to_array(n.attribute[0].t).copy()
-            idx = [slice(None)] * a.ndim
-            idx[axis if a.ndim > 1 else 0] = channels
-            a[tuple(idx)] = 0
-            n.attribute[0].t.CopyFrom(numpy_helper.from_array(a, n.attribute[0].t.name))
-    return model
-
-
 def check_live(model, pairs, x=None, expect_layers=None):
     """Pruning live units equals masking them, and masking them does change the outputs (the test can fail)."""
     x = inputs() if x is None else x
@@ -185,15 +113,6 @@ def weight_shape(model, name):
 # --------------------------------------------------------------------------- graphs, one per coupling kind
 
 
-def residual():
-    b = B()
-    a = b.op("Relu", [b.conv("x", "A", 3, 6)])
-    y = b.bn(b.conv(a, "B", 6, 6), "bnB", 6)
-    s = b.op("Relu", [b.op("Add", [y, a])])
-    c = b.op("Relu", [b.conv(s, "C", 6, 4)])
-    return b.model(b.head(c, 4))
-
-
 def _residual_dead(chs):
     m = residual()
     names = {"A.w", "A.b", "B.w", "B.b", "bnB.scale", "bnB.bias"}
@@ -216,19 +135,6 @@ def test_residual_dead_units_change_nothing():
     check_dead(_residual_dead([1, 3]), [("A", 1), ("A", 3)])
 
 
-def concat(dead=False):
-    b = B()
-    a = b.op("Relu", [b.conv("x", "A", 3, 4)])
-    c = b.op("Relu", [b.conv("x", "Bc", 3, 5)])
-    j = b.op("Concat", [a, c], axis=1)
-    d = b.op("Relu", [b.conv(j, "C", 9, 4)])
-    m = b.model(b.head(d, 4))
-    if dead:
-        zero(m, {"A.w", "A.b"}, [1])
-        zero(m, {"Bc.w", "Bc.b"}, [3])
-    return m
-
-
 def test_concat_offsets():
     m = concat()
     pg = analyze(m)
@@ -236,18 +142,6 @@ def test_concat_offsets():
     pm, rep, _ = check_live(m, [("A", 1), ("Bc", 3)], expect_layers={"A": [1], "Bc": [3]})
     assert weight_shape(pm, "C") == (4, 7, 3, 3)
     check_dead(concat(dead=True), [("A", 1), ("Bc", 3)])
-
-
-def depthwise(mult=1, dead=False):
-    b = B()
-    a = b.op("Relu", [b.conv("x", "A", 3, 6)])
-    d = b.op("Relu", [b.bn(b.conv(a, "D", 6, 6 * mult, group=6, bias=False), "bnD", 6 * mult)])
-    c = b.op("Relu", [b.conv(d, "C", 6 * mult, 4, k=1)])
-    m = b.model(b.head(c, 4))
-    if dead:
-        zero(m, {"A.w", "A.b"}, [2])
-        zero(m, {"bnD.scale", "bnD.bias"}, [2 * mult + k for k in range(mult)])
-    return m
 
 
 @pytest.mark.parametrize("mult", [1, 2])
@@ -262,17 +156,6 @@ def test_depthwise_follows_its_input(mult):
     check_dead(depthwise(mult, dead=True), [("A", 2)])
 
 
-def grouped(dead=False):
-    b = B()
-    a = b.op("Relu", [b.conv("x", "A", 3, 8)])
-    g = b.op("Relu", [b.conv(a, "G", 8, 6, group=2)])
-    c = b.op("Relu", [b.conv(g, "C", 6, 4)])
-    m = b.model(b.head(c, 4))
-    if dead:
-        zero(m, {"A.w", "A.b"}, [1, 5])
-    return m
-
-
 def test_grouped_conv_keeps_groups_balanced():
     m = grouped()
     pm, rep, _ = check_live(m, [("A", 1)], expect_layers={"A": [1, 5]})
@@ -280,22 +163,6 @@ def test_grouped_conv_keeps_groups_balanced():
     pm, rep, _ = check_live(m, [("G", 0)], expect_layers={"G": [0, 3]})
     assert weight_shape(pm, "G") == (4, 4, 3, 3) and weight_shape(pm, "C") == (4, 4, 3, 3)
     check_dead(grouped(dead=True), [("A", 5)])
-
-
-def flatten_gemm(dead=False, reshape=False):
-    b = B()
-    a = b.op("Relu", [b.conv("x", "A", 3, 4)])
-    p = b.op("MaxPool", [a], kernel_shape=[2, 2], strides=[2, 2])
-    if reshape:
-        f = b.op("Reshape", [p, b.const("shape", np.asarray([0, 64]))])  # names the width: rewritten
-    else:
-        f = b.op("Flatten", [p], axis=1)
-    w = b.const("fc.w", b.rng.normal(0, 0.3, (3, 64)))
-    out = b.op("Gemm", [f, w, b.const("fc.b", np.zeros(3))], transB=1)
-    m = b.model(out)
-    if dead:
-        zero(m, {"A.w", "A.b"}, [2])
-    return m
 
 
 @pytest.mark.parametrize("reshape", [False, True])
@@ -306,42 +173,12 @@ def test_conv_flatten_gemm_row_blocks(reshape):
     check_dead(flatten_gemm(dead=True, reshape=reshape), [("A", 2)])
 
 
-def gap_matmul(dead=False):
-    b = B()
-    a = b.op("Relu", [b.conv("x", "A", 3, 5)])
-    f = b.op("Flatten", [b.op("GlobalAveragePool", [a])], axis=1)
-    out = b.op("MatMul", [f, b.const("fc.w", b.rng.normal(0, 0.3, (5, 3)))])
-    m = b.model(out)
-    if dead:
-        zero(m, {"A.w", "A.b"}, [0])
-    return m
-
-
 def test_gap_flatten_gemm_and_matmul():
     pm, rep, _ = check_live(residual(), [("C", 1)])
     assert weight_shape(pm, next(n.name for n in pm.graph.node if n.op_type == "Gemm")) == (3, 3)
     pm, rep, _ = check_live(gap_matmul(), [("A", 0), ("A", 3)])
     assert weight_shape(pm, next(n.name for n in pm.graph.node if n.op_type == "MatMul")) == (3, 3)
     check_dead(gap_matmul(dead=True), [("A", 0)])
-
-
-def affine(dead=False, constants=False):
-    """conv → BN; conv → Mul/Add (a BN folded by tf2onnx); conv → bias Add of a Paddle Reshape'd Constant."""
-    b = B(constants=constants)
-    a = b.op("Relu", [b.bn(b.conv("x", "A", 3, 4, bias=False), "bnA", 4)])
-    y = b.conv(a, "M", 4, 5, bias=False)
-    y = b.op("Mul", [y, b.const("M.s", b.rng.uniform(0.5, 1.5, (1, 5, 1, 1)))])
-    y = b.op("Relu", [b.op("Add", [y, b.const("M.t", b.rng.normal(0, 0.2, (1, 5, 1, 1)))])])
-    z = b.conv(y, "P", 5, 4, bias=False)
-    off = b.op("Reshape", [b.const("P.offset", b.rng.normal(0, 0.2, 4)), b.const("P.shape", np.asarray([1, 4, 1, 1]))])
-    z = b.op("Relu", [b.op("Add", [z, off])])
-    m = b.model(b.head(z, 4))
-    if dead:
-        zero(m, {"bnA.scale", "bnA.bias"}, [1])
-        zero(m, {"M.t"}, [3], axis=1)
-        zero(m, {"M.w"}, [3])
-        zero(m, {"P.w", "P.offset"}, [2])
-    return m
 
 
 @pytest.mark.parametrize("constants", [False, True])
@@ -355,19 +192,6 @@ def test_bn_and_affine_constants_follow(constants):
     check_dead(affine(dead=True, constants=constants), [("A", 1), ("M", 3), ("P", 2)])
 
 
-def tf2onnx_weights():
-    """Weights stored HWIO and transposed to OIHW in the graph, as tf2onnx writes them."""
-    b = B()
-    w = b.const("A.hwio", b.rng.normal(0, 0.4, (3, 3, 3, 6)))
-    wt = b.op("Transpose", [w], perm=[3, 2, 0, 1])
-    b.nodes.append(helper.make_node("Conv", ["x", wt], ["A.out"], name="A", kernel_shape=[3, 3], pads=[1] * 4))
-    a = b.op("Relu", ["A.out"])
-    w2 = b.const("C.hwio", b.rng.normal(0, 0.4, (1, 1, 6, 4)))
-    wt2 = b.op("Transpose", [w2], perm=[3, 2, 0, 1])
-    b.nodes.append(helper.make_node("Conv", [a, wt2], ["C.out"], name="C", kernel_shape=[1, 1]))
-    return b.model(b.head(b.op("Relu", ["C.out"]), 4))
-
-
 def test_tf2onnx_transposed_weights():
     m = tf2onnx_weights()
     pm, rep, _ = check_live(m, [("A", 0), ("A", 4)])
@@ -378,15 +202,6 @@ def test_tf2onnx_transposed_weights():
 
 
 # --------------------------------------------------------------------------- folding and refusals
-
-
-def fold(pad):
-    """A's tap (Relu, a branch point) feeds Sigmoid → conv B: a removed channel reaches B as 0.5."""
-    b = B()
-    a = b.op("Relu", [b.conv("x", "A", 3, 4)])
-    s = b.conv(b.op("Sigmoid", [a]), "Bf", 4, 3, pad=pad)
-    c = b.conv(a, "C", 4, 3, pad=pad)
-    return b.model(b.head(b.op("Relu", [b.op("Add", [s, c])]), 3))
 
 
 def test_constant_of_removed_channel_folded_into_bias():
