@@ -14,6 +14,7 @@ from scipy import stats
 import onnx_fe
 from onnx_fe.cli import main
 from onnx_fe.errors import OnnxFeError
+from onnx_fe.io.results import seal
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "models" / "demo"
@@ -178,6 +179,7 @@ def test_report_finds_results_validity_and_refuses_a_stale_one(scored, tmp_path)
     assert "<svg" in body
     with h5py.File(run / "results.h5", "a") as f:  # as if scored again
         f.attrs["scores_csv_sha256"] = "0" * 64
+    seal(run / "results.h5")  # a finished file, not one damaged afterwards
     rep = onnx_fe.report(run, tmp_path / "r2.html", gallery=False)
     body = rep.path.read_text(encoding="utf-8").split('<section id="validity"')[1].split("</section>")[0]
     assert "<svg" not in body and "scored again" in body
@@ -190,6 +192,7 @@ def test_missing_units_non_classifier_and_absent_indicator_columns(scored, tmp_p
     with h5py.File(run / "results.h5", "a") as f:  # results written before hrank existed
         for k in f["layers"]:
             del f["layers"][k]["hrank"]
+    seal(run / "results.h5")  # as that version wrote it: a finished file, not one damaged afterwards
     imp = tmp_path / "imp"
     write_importance(run, imp, drop={(0, 0), (0, 1), (2, 5)}, loss=False)
     code, out, err = cli(capsys, "validate", run, imp, "-o", tmp_path / "v", "--resamples", "50")

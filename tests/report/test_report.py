@@ -17,7 +17,7 @@ from conftest import DEMO, ROOT
 
 import onnx_fe
 from onnx_fe.cli import main
-from onnx_fe.io.results import STAT_COLUMNS, layer_summary
+from onnx_fe.io.results import STAT_COLUMNS, layer_summary, seal
 from onnx_fe.report.build import required_sections
 
 
@@ -173,6 +173,7 @@ def test_results_without_statistics_are_shown_with_what_is_missing(demo_run, tmp
                     del g.attrs[a]
         for a in ("wall_time_s", "finished"):
             del f.attrs[a]
+    seal(run / "results.h5")  # as that older version wrote it: a finished file, not one damaged afterwards
     res = onnx_fe.report(run, gallery=False)
     text = res.path.read_text(encoding="utf-8")
     assert sections(assert_self_contained(res.path)) == required_sections(1)
@@ -255,6 +256,7 @@ def test_the_gallery_says_why_it_is_missing_and_takes_model_and_data(demo_run, t
     with h5py.File(run / "results.h5", "r+") as f:
         f.attrs["model_path"] = str(tmp_path / "gone" / "model.onnx")
         f.attrs["data_source"] = str(tmp_path / "gone" / "data")
+    seal(run / "results.h5")  # as if scored from there: a finished file, not one damaged afterwards
     text = onnx_fe.report(run).path.read_text(encoding="utf-8")
     assert "Unit gallery not drawn: the scored model" in text and "--model" in text
     text = onnx_fe.report(run, model=DEMO / "model.onnx", data=DEMO / "data").path.read_text(encoding="utf-8")
