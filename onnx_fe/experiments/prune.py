@@ -328,17 +328,21 @@ def _session(path_or_model, threads: int):
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
 
-def _latency(path: str, x: np.ndarray, runs: int, threads: int) -> float:
-    s = _session(path, threads)
-    name = s.get_inputs()[0].name
-    for _ in range(2):
-        s.run(None, {name: x})
-    times = []
+def _latency(paths: list[str], x: np.ndarray, runs: int, threads: int) -> list[float]:
+    """Median milliseconds of one run of each model; the models take turns, run by run, so that a change in the
+    machine's load falls on both alike."""
+    sessions = [_session(p, threads) for p in paths]
+    names = [s.get_inputs()[0].name for s in sessions]
+    for s, n in zip(sessions, names):
+        for _ in range(2):
+            s.run(None, {n: x})
+    times = [[] for _ in paths]
     for _ in range(runs):
-        t = time.perf_counter()
-        s.run(None, {name: x})
-        times.append(1000 * (time.perf_counter() - t))
-    return float(statistics.median(times))
+        for k, (s, n) in enumerate(zip(sessions, names)):
+            t = time.perf_counter()
+            s.run(None, {n: x})
+            times[k].append(1000 * (time.perf_counter() - t))
+    return [float(statistics.median(t)) for t in times]
 
 
 def _input_dims(lm: LoadedModel, hw) -> list[int]:
@@ -543,10 +547,7 @@ def prune(
     batch = lm.fixed_batch or 1
     x1 = np.random.default_rng(seed).standard_normal([batch] + dims[1:]).astype(in_dtype)
     if latency_runs:
-        res.latency_ms = (
-            _latency(str(path), x1, latency_runs, threads),
-            _latency(str(output), x1, latency_runs, threads),
-        )
+        res.latency_ms = tuple(_latency([str(path), str(output)], x1, latency_runs, threads))
     if verify:
         if data is not None:
             from .score import prepare
