@@ -230,18 +230,19 @@ def seal(path: Path) -> None:
 
 
 def verify(path) -> str:
-    """``"intact"`` (its digest matches), ``"unsealed"`` (written before digests existed) or ``"damaged"``."""
+    """``"intact"`` (its digest matches), ``"unsealed"`` (written before digests existed), ``"damaged"``, or
+    ``"foreign"`` (no HDF5 file where a results file has one: reading it says what it is)."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(USERBLOCK)
+            head = fh.read(USERBLOCK + len(HDF5_SIGNATURE))
         if head.startswith(HDF5_SIGNATURE):
             return "unsealed"
         if not head.startswith(SEAL):
-            return "damaged"
+            return "damaged" if head[USERBLOCK:] == HDF5_SIGNATURE else "foreign"
         want = head[len(SEAL) :].split(b"\n", 1)[0].decode("ascii", "replace")
         return "intact" if _digest(path) == want else "damaged"
-    except OSError:
-        return "damaged"
+    except OSError:  # it cannot be read: reading it says why
+        return "foreign"
 
 
 DAMAGED = "its checksum does not match its contents: it was damaged or edited after it was written"
@@ -533,7 +534,7 @@ def is_complete_match(path: Path, params: dict, log=None) -> bool:
         return False
     state = verify(path)
     if state != "intact":
-        if log is not None:
+        if log is not None and state in ("damaged", "unsealed"):
             log(
                 f"note: {path} is damaged ({DAMAGED}); recomputing it"
                 if state == "damaged"
