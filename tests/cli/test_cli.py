@@ -184,8 +184,8 @@ def test_inspect_dynamic_model_and_unscorable_layer(files, tmp_path, capsys):
     g.act("relu")
     g.head()
     onnx.save(g.model(), tmp_path / "one.onnx")
-    code, out, _ = cli(capsys, "inspect", tmp_path / "one.onnx")
-    assert code == 0 and "pointwise" in out and "no: 1×1 output" in out
+    code, out, err = cli(capsys, "inspect", tmp_path / "one.onnx")  # the table, then: nothing to score (issue 20)
+    assert code == 2 and "pointwise" in out and "no: 1×1 output" in out and "onnx-fe: error: " in err
 
 
 # --------------------------------------------------------------------------- bad inputs
