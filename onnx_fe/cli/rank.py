@@ -16,8 +16,8 @@ def rank(
     by: str = typer.Option(
         "feature_entropy",
         "--by",
-        help="feature_entropy (the reference rule), ineffectiveness, mean_activation, apoz, weight_l1, hrank "
-        "(HRank: mean matrix rank of the maps), activation_std (mean standard deviation of the maps) or random",
+        help="feature_entropy (the reference rule), ineffectiveness, mean_activation, apoz, weight_l1, hrank, "
+        "activation_std or random (see `onnx-fe rank` in the README)",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of --by random"),
     classes: Optional[List[str]] = typer.Option(

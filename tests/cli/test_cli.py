@@ -27,6 +27,8 @@ CSV_COLUMNS = [
     "mean_activation",
     "apoz",
     "weight_l1",
+    "hrank",
+    "activation_std",
     "n_births",
     "fe_ci_low",
     "fe_ci_high",
