@@ -14,7 +14,9 @@ the class means of every indicator, as ``onnx-fe rank`` aggregates them), ``impo
 command) and ``card.json`` (model SHA-256, images, commands, versions, times, the unmasked held-out accuracy). A record
 whose card matches the model's bytes and the commands is kept, so the step resumes where it stopped. The cache
 (``docs/.validity-cache``, git-ignored) holds the full results. Needs only the scoring install and the built networks
-(``python -m models.build_seeds`` and ``python -m models.build_thirdparty``).
+(``python -m models.build_seeds`` and ``python -m models.build_thirdparty``). The card records the commit of the
+onnx_fe code that made it; to make records with a fixed commit while the code changes, check that commit out in a
+``git worktree`` and run this script from outside the repository with ``PYTHONPATH=<worktree>``.
 """
 
 from __future__ import annotations
@@ -197,7 +199,12 @@ def record(net: dict, r: dict, force: bool = False) -> str:
     side = cache / "importance" / "importance.json"
     if side.exists():
         meta = json.loads(side.read_text())
+    import onnx_fe
     from onnx_fe import __version__ as version
+
+    code = Path(onnx_fe.__file__).resolve().parent.parent
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=code, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "onnx_fe"], cwd=code, capture_output=True, text=True)
 
     card = {
         "id": net["id"],
@@ -212,6 +219,7 @@ def record(net: dict, r: dict, force: bool = False) -> str:
         "seconds": seconds,
         "importance_meta": {k: meta[k] for k in ("baseline", "unmasked", "n_images", "output_kind") if k in meta},
         "onnx_fe_version": version,
+        "onnx_fe_commit": commit + ("+uncommitted" if dirty.stdout.strip() else ""),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
         "made": time.strftime("%Y-%m-%d %H:%M"),
     }
