@@ -43,7 +43,6 @@ from ..io.results import (
 from ..model.graph import ConvUnit, LoadedModel, conv_weight_l1, load_model, require_units, select_units
 from ..model.runner import MIN_SIDE, Runner, load_prepared, make_runner, ort_message, probe_shapes, weights_dir
 from ..scores.baselines import map_ranks, map_std
-from ..scores.entropy import entropy_table
 from ..scores.statistics import cell_statistics
 from ..topology import birth_points as _birth_points
 
@@ -358,9 +357,9 @@ def run(cfg: ScoreConfig, *, progress=False, log=None, executor=None, wait=False
 
 def _write_layers_csv(cfg: ScoreConfig, res: ScoreResult, control: ScoreResult | None) -> list[dict]:
     """layers.csv: each layer's means over units with CIs, the noise null of its map size, and the control."""
+    from ..io.nullcache import noise_null  # looked up (shipped table, user cache), computed once
     from ..io.results import read_layer_scores, write_table_csv
     from ..scores.layers import layer_row
-    from ..scores.statistics import noise_null
 
     layers = read_layer_scores(res.results_h5)
     ctrl = {r["layer"]: r for r in read_layer_scores(control.results_h5)} if control is not None else None
@@ -696,7 +695,6 @@ def _finish(w: PartialWriter, lm: LoadedModel, ds, units, so) -> None:
     class_ids = [int.from_bytes(hashlib.sha256(c.encode()).digest()[:7], "little") for c in ds.classes]
     for u in units:
         bp = w.read(u.index, "birth_points")
-        n_img, fe, br, ie = entropy_table(bp, labels, k)
         st = cell_statistics(
             bp,
             labels,
@@ -707,11 +705,16 @@ def _finish(w: PartialWriter, lm: LoadedModel, ds, units, so) -> None:
             seed=so.bootstrap_seed,
             class_ids=class_ids,
         )
+        # FE and birth rate are the statistics' own (the same numbers as scores.entropy.entropy_table gives, bit
+        # for bit: the same counts, the same functions); ineffectiveness is FE / birth rate, FE where no births
+        fe, br = st.feature_entropy, st.birth_rate
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ie = np.where(br > 0, fe / br, fe)
         l1 = conv_weight_l1(lm.model, u)
         w.put_tables(
             u.index,
             {
-                "n_images": n_img,
+                "n_images": st.n_images,
                 "feature_entropy": fe,
                 "birth_rate": br,
                 "ineffectiveness": ie,

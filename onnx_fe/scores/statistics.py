@@ -61,6 +61,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from ..errors import OptionError
+from . import _bootstrap_kernel as _K
 from .entropy import _entropy_of_counts
 
 DEFAULT_K = 10
@@ -429,41 +430,32 @@ def _bootstrap(todo, k, qs, n_res, seed, class_ids, out):
         starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
         gpos = key[starts] // (vmax + 1)
         gt = np.arange(len(starts)) - np.searchsorted(gpos, gpos)  # rank of the value within its cell
-        rc = np.zeros((mm, len(cls), n_res), dtype=np.int32)
-        rc[gt, gpos] = _group_sums(img, starts, n_all) @ wt
-        nstar = rc.sum(axis=0, dtype=np.int64)  # exact integers: the order of this sum cannot matter
-        rate = out["birth_rate"][cls, units]
-        lo, hi = _row_quantiles(nstar / nimg[:, None], qs)
-        _store(out, "birth_rate", cls, units, lo, hi, rate)
-        # FE of a resample: (n ln n − Σ_v c_v ln c_v) / n, 0 when n = 0; values summed in a fixed order. Cells are
-        # sorted by their number of values (descending), so the cells holding a t-th value are a prefix; past its
-        # values a cell's counts are 0 and would add exactly 0.0, so they are skipped.
-        sx = np.zeros(nstar.shape)
-        for t in range(mm):
-            q = int(np.count_nonzero(mc > t))
-            sx[:q] += np.take(xlx, rc[t, :q])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            fes = np.where(nstar > 0, (np.take(xlx, nstar) - sx) / nstar, 0.0)
+        rc = np.empty((mm, len(cls), n_res), dtype=np.int32)  # entries past a cell's values are never read
+        _K.resampled_counts(np.r_[starts, len(img)], img, gpos, gt, wt, rc)
+        # per cell and resample, in a fixed order (see _bootstrap_kernel): n*, its birth rate and FE
+        # FE of a resample: (n ln n − Σ_v c_v ln c_v) / n, 0 when n = 0
+        nstar = np.empty((len(cls), n_res), dtype=np.int64)
+        rates, fes = np.empty(nstar.shape), np.empty(nstar.shape)
+        _K.resampled_fe(rc, mc, nimg, xlx, nstar, rates, fes)
+        lo, hi = _row_quantiles(rates, qs)
+        _store(out, "birth_rate", cls, units, lo, hi, out["birth_rate"][cls, units])
         lo, hi = _row_quantiles(fes, qs)
         _store(out, "fe", cls, units, lo, hi, out["feature_entropy"][cls, units])
         # rarefied FE: over the resamples with n* ≥ k, percentile interval shifted by U − θ_k(P̂)
         est = out["fe_rarefied"][cls, units]
-        use = ~np.isnan(est)
-        if not use.any():
+        use = np.flatnonzero(~np.isnan(est))
+        if not len(use):
             continue
-        cls, units, rc, nstar, est, mc = cls[use], units[use], rc[:, use], nstar[use], est[use], mc[use]
-        ok = nstar >= k
+        ns = nstar[use]
+        ok = ns >= k
         if not ok.any():
             continue
-        n_lo, n_hi = max(int(nstar[ok].min()), k), int(nstar.max())
+        n_lo, n_hi = max(int(ns[ok].min()), k), int(ns.max())
         table = _rarefy_table(n_lo, n_hi, k).ravel()
-        base = np.clip(nstar - n_lo, 0, n_hi - n_lo) * (n_hi + 1)
-        acc = np.zeros(nstar.shape)
-        for t in range(mm):
-            q = int(np.count_nonzero(mc > t))
-            acc[:q] += np.take(table, base[:q] + rc[t, :q])
-        rs = np.where(ok, 0.0 - acc, np.nan)
+        rs = np.empty(ns.shape)
+        _K.resampled_rarefied(rc, mc, use, nstar, table, n_lo, n_hi, k, rs)
         lo, hi = _row_quantiles(rs, qs)
+        cls, units, est = cls[use], units[use], est[use]
         shift = est - np.array([_theta_hat(todo[ci][2][j], k) for ci, j in zip(cls, units)])
         _store(out, "fe_rarefied", cls, units, lo + shift, hi + shift, est)
 
@@ -547,9 +539,12 @@ def _finite(x) -> np.ndarray:
 
 
 def _t_quantile(p: float, df: int) -> float:
-    from scipy.stats import t
+    """Student's t quantile: ``scipy.stats.t.ppf(p, df)`` bit for bit (which computes ``special.stdtrit(df, p)``,
+    times the scale 1 plus the location 0), without importing scipy.stats (about 0.5 s, most of a small run's
+    finish)."""
+    from scipy.special import stdtrit
 
-    return float(t.ppf(p, df))
+    return float(stdtrit(df, p))
 
 
 def mean_ci(
@@ -679,6 +674,11 @@ def spearman(x, y) -> float:
 # noise null: what structureless smoothed noise maps of a given size get
 
 
+# What a noise null is: bump when noise_maps or the statistics of a null change. Stored nulls (the table shipped with
+# onnx-fe and the user's cache, onnx_fe.io.nullcache) are keyed by it, so a new definition never reads an old one.
+NULL_VERSION = 1
+
+
 def noise_maps(
     height: int,
     width: int,
@@ -688,28 +688,99 @@ def noise_maps(
     unit: int = 0,
     sigma: float = 1.0,
     relu: bool = True,
+    first: int = 0,
 ) -> np.ndarray:
     """Structureless maps (n_maps, height, width): white Gaussian noise, Gaussian-smoothed (``sigma`` pixels,
     reflecting borders), then ReLU'd (``relu``). Map i of ``unit`` depends on (seed, height, width, unit, i)
-    only, so a longer run extends a shorter one.
+    only, so a longer run extends a shorter one; ``first`` gives maps first..first + n_maps − 1 of that sequence.
     """
     from scipy.ndimage import gaussian_filter
 
-    h, w, n = int(height), int(width), int(n_maps)
-    if h < 1 or w < 1 or n < 0:
-        raise OptionError("height and width must be positive and n_maps non-negative")
+    h, w, n, first = int(height), int(width), int(n_maps), int(first)
+    if h < 1 or w < 1 or n < 0 or first < 0:
+        raise OptionError("height and width must be positive and n_maps and first non-negative")
     if sigma < 0:
         raise OptionError("sigma must be non-negative")
     out = np.empty((n, h, w))
     key = [_key_int(seed, "seed"), _TAG_NOISE, h, w, _key_int(unit, "unit")]
     for i in range(n):
-        out[i] = np.random.default_rng(np.random.SeedSequence([*key, i])).standard_normal((h, w))
+        out[i] = np.random.default_rng(np.random.SeedSequence([*key, first + i])).standard_normal((h, w))
     if sigma > 0 and n:
         # one call over the stack, not smoothing across maps (σ = 0 on axis 0): bit-identical to filtering map by map
         out = gaussian_filter(out, (0.0, sigma, sigma), mode="reflect")
     if relu:
         np.maximum(out, 0.0, out=out)
     return out
+
+
+_NOISE_PIXELS = 1 << 23  # noise map pixels made at once (float64: 64 MB); never changes a result
+
+
+def noise_birth_points(
+    height: int,
+    width: int,
+    n_maps: int,
+    *,
+    method: str = "cubical",
+    params: dict | None = None,
+    n_units: int = 16,
+    seed: int = DEFAULT_SEED,
+    sigma: float = 1.0,
+    relu: bool = True,
+    first: int = 0,
+    birth_fn: Callable | None = None,
+) -> np.ndarray:
+    """Birth points (n_maps, n_units) int64 of the noise maps first..first + n_maps − 1 of every noise unit: what a
+    noise null is computed from (:func:`null_of_birth_points`). Each depends on its own map alone, so rows computed
+    in pieces equal rows computed at once. Birth points come from ``birth_fn(maps, method=method, **params)``
+    (default ``onnx_fe.birth_points`` on all cores)."""
+    h, w, n, n_units = int(height), int(width), int(n_maps), int(n_units)
+    items = dict(sorted((params or {}).items()))
+    bp = np.empty((n, n_units), dtype=np.int64)
+    if n == 0:
+        return bp
+    # the default engine takes several units' maps in one call where they are small (the per-call cost), a bounded
+    # number of pixels at once; a given birth_fn gets one unit's maps a call
+    per_call = 1
+    if birth_fn is None:
+        from ..topology import birth_points
+
+        def birth_fn(maps, method, **p):
+            return birth_points(maps, method=method, workers=None, **p)
+
+        per_call = max(1, _NOISE_PIXELS // (n * h * w))
+    for u0 in range(0, n_units, per_call):
+        us = range(u0, min(n_units, u0 + per_call))
+        maps = np.concatenate([noise_maps(h, w, n, seed=seed, unit=u, sigma=sigma, relu=relu, first=first) for u in us])
+        bp[:, us.start : us.stop] = np.asarray(birth_fn(maps, method=method, **items)).reshape(len(us), n).T
+    return bp
+
+
+def null_of_birth_points(height: int, width: int, bp, k: int = DEFAULT_K) -> NoiseNull:
+    """The noise null of noise units' birth points ``bp`` (n_maps, n_units): each unit's FE, rarefied FE and birth
+    rate over its maps (one cell each) and their means."""
+    bp = _as_birth_points(bp, 2)
+    n_maps, n_units = bp.shape
+    if n_maps < 1 or n_units < 1:
+        raise OptionError("n_maps and n_units must be positive")
+    st = cell_statistics(bp, np.zeros(n_maps, dtype=np.int64), 1, k=_check_k(k), n_resamples=0)
+    fe, fr, br = st.feature_entropy[0], st.fe_rarefied[0], st.birth_rate[0]
+    for a in (fe, fr, br):
+        a.setflags(write=False)
+    mean_fr = float(np.nanmean(fr)) if np.isfinite(fr).any() else float("nan")
+    return NoiseNull(
+        int(height),
+        int(width),
+        n_maps,
+        n_units,
+        float(fe.mean()),
+        mean_fr,
+        float(br.mean()),
+        float(st.n_births[0].mean()),
+        fe,
+        fr,
+        br,
+    )
 
 
 class NoiseNull(NamedTuple):
@@ -767,23 +838,16 @@ def noise_null(
 def _noise_null(h, w, method, items, n_maps, n_units, k, seed, sigma, relu, birth_fn) -> NoiseNull:
     if n_maps < 1 or n_units < 1:
         raise OptionError("n_maps and n_units must be positive")
-    bp = np.empty((n_maps, n_units), dtype=np.int64)
-    if birth_fn is None:  # every unit's maps in one call, on all cores (birth points are per map: same result)
-        from ..topology import birth_points
-
-        maps = np.concatenate(
-            [noise_maps(h, w, n_maps, seed=seed, unit=u, sigma=sigma, relu=relu) for u in range(n_units)]
-        )
-        bp[:] = np.asarray(birth_points(maps, method=method, workers=None, **dict(items))).reshape(n_units, n_maps).T
-    else:
-        for u in range(n_units):
-            maps = noise_maps(h, w, n_maps, seed=seed, unit=u, sigma=sigma, relu=relu)
-            bp[:, u] = np.asarray(birth_fn(maps, method=method, **dict(items)))
-    st = cell_statistics(bp, np.zeros(n_maps, dtype=np.int64), 1, k=k, n_resamples=0)
-    fe, fr, br = st.feature_entropy[0], st.fe_rarefied[0], st.birth_rate[0]
-    for a in (fe, fr, br):
-        a.setflags(write=False)
-    mean_fr = float(np.nanmean(fr)) if np.isfinite(fr).any() else float("nan")
-    return NoiseNull(
-        h, w, n_maps, n_units, float(fe.mean()), mean_fr, float(br.mean()), float(st.n_births[0].mean()), fe, fr, br
+    bp = noise_birth_points(
+        h,
+        w,
+        n_maps,
+        method=method,
+        params=dict(items),
+        n_units=n_units,
+        seed=seed,
+        sigma=sigma,
+        relu=relu,
+        birth_fn=birth_fn,
     )
+    return null_of_birth_points(h, w, bp, k)
