@@ -5,6 +5,7 @@
     python benchmarks/bench_pipeline.py baseline   # ResNet-18 end to end against older code (--baseline DIR)
     python benchmarks/bench_pipeline.py scaling    # -j 1 → -j 2, cubical and clique, ResNet-18 at 224²
     python benchmarks/bench_pipeline.py plan       # VGG16 per-map and per-image costs (docs/scaling.md's plan)
+    python benchmarks/bench_pipeline.py ratio --images 50   # score / plain onnxruntime, per stage (issue 21 targets)
     python benchmarks/bench_pipeline.py all --write   # all of them; the tables go into docs/performance.md
 
 Each part takes one to three minutes on a 2-core machine. Every measurement is a separate ``onnx-fe score`` run in a
@@ -129,6 +130,32 @@ class _Peak:
         return self.total / 1e9, self.largest / 1e9, sum(self.cpu.values())
 
 
+def plain_child(spec: dict) -> dict:
+    """Plain onnxruntime inference of the untapped model on the images a score run would use (same preprocessing,
+    batch size and threads: ``threads`` intra-op threads, the cores of ``-j threads``); the images are loaded before
+    the clock starts. The denominator of the ``ratio`` part."""
+    import onnxruntime as ort
+
+    from onnx_fe.config import ScoreConfig
+    from onnx_fe.experiments.score import Plan
+
+    kw = dict(spec["options"])
+    threads = kw.pop("workers")
+    cfg = ScoreConfig.build(spec["model"], spec["data"], spec["out"], workers=1, **kw)
+    plan = Plan.build(cfg)
+    n, bs = len(plan.dataset), cfg.batch_size
+    x = plan.dataset.load(0, n, plan.preprocess, plan.runner.input_dtype)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(spec["model"]), sess_options=so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    sess.run(None, {name: x[:1]})  # first-run allocations and kernel choices, as the score run's probe does
+    t = time.perf_counter()
+    for s in range(0, n, bs):
+        sess.run(None, {name: x[s : s + bs]})
+    return {"wall": time.perf_counter() - t, "images": n, "load": os.getloadavg()[0]}
+
+
 def child(spec: dict) -> dict:
     """Run one score in this process (the code on PYTHONPATH) and report times, maps and peak memory."""
     peak = _Peak(spec.get("every", 0.25))  # the sampler costs CPU itself: often only where memory is measured
@@ -196,13 +223,15 @@ def child(spec: dict) -> dict:
             )
             client = distributed.Client(cluster)
             ex = Timed(make_executor(1, client=client))
-        else:
-            ex = Timed(make_executor(cfg.workers or os.cpu_count() or 1))
+        else:  # the executor the run itself chooses (the default -j's in-process choice included), timed
+            ex = None
+            sm.make_executor = lambda *a, **k: Timed(make_executor(*a, **k))
         t1 = time.perf_counter()
         try:
             r = sm.run(cfg, executor=ex)
         finally:
-            ex.close()
+            if ex is not None:
+                ex.close()
             if cluster is not None:
                 client.close()
                 cluster.close()
@@ -231,9 +260,12 @@ def child(spec: dict) -> dict:
     }
 
 
-def run_child(model, data, options: dict, code: Path = ROOT, dask: int = 0, every: float = 0.25) -> dict:
+def run_child(
+    model, data, options: dict, code: Path = ROOT, dask: int = 0, every: float = 0.25, plain: bool = False
+) -> dict:
     """One ``score`` in a fresh process running the code at ``code`` (on a local Dask cluster of ``dask`` workers);
-    memory and CPU time are sampled every ``every`` seconds."""
+    memory and CPU time are sampled every ``every`` seconds. ``plain``: plain onnxruntime inference instead
+    (:func:`plain_child`)."""
     out = Path(tempfile.mkdtemp(prefix="bench-pipe-"))
     spec = {
         "model": str(model),
@@ -242,6 +274,7 @@ def run_child(model, data, options: dict, code: Path = ROOT, dask: int = 0, ever
         "options": options,
         "dask": dask,
         "every": every,
+        "plain": plain,
     }
     env = dict(os.environ, PYTHONPATH=str(code))
     try:
@@ -493,6 +526,67 @@ def part_plan(args) -> str:
     return "\n".join(lines)
 
 
+RATIO_STAGES = ("setup", "load", "inference", "birth_points", "baselines", "write", "finish")
+
+
+def part_ratio(args) -> str:
+    """``score`` wall over plain onnxruntime inference (same images, batch and threads), per stage, for ResNet-18
+    and VGG11 at 224², -j 1 and -j 2; the demo's default -j against -j 1. Every run is a fresh process; the runs
+    of a network alternate, ``rounds`` times, best kept."""
+    pink = pink_images(max(16, args.images))
+    nets = [
+        ("ResNet-18 224²", net("resnet18"), args.images),
+        ("VGG11 224²", net("vgg11"), max(1, args.images // 4)),
+    ]
+    lines = [
+        "| network | images | -j | plain inference (s) | score (s) | **score / plain** | "
+        + " | ".join(s.replace("_", " ") for s in RATIO_STAGES)
+        + " |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in RATIO_STAGES) + " |",
+    ]
+    notes = []
+    for label, model, per_class in nets:
+        kw = _opts(images_per_class=per_class)
+        runs = {}
+        for j in (1, 2):
+            runs[f"plain {j}"] = lambda j=j, model=model, kw=kw: run_child(
+                model, pink, {**kw, "workers": j}, plain=True
+            )
+            runs[f"score {j}"] = lambda j=j, model=model, kw=kw: run_child(model, pink, {**kw, "workers": j})
+        res = best_of(runs, args.rounds)
+        for j in (1, 2):
+            p, r = res[f"plain {j}"], res[f"score {j}"]
+            st = r["stages"]
+            # stage seconds are summed over the workers: divided by -j they are shares of the wall
+            per = " | ".join(f"{st.get(s, 0) / j / p['wall']:.2f}" for s in RATIO_STAGES)
+            lines.append(
+                f"| {label} | {r['images']} | {j} | {p['wall']:.2f} | {r['wall']:.2f} | **{r['wall'] / p['wall']:.2f}×** "
+                f"| {per} |"
+            )
+            print(lines[-1], flush=True)
+        assert res["score 1"]["csv"] == res["score 2"]["csv"], f"{label}: -j 1 and -j 2 differ"
+        notes.append(
+            f"{label}: `-j 1` → `-j 2` {res['score 1']['wall'] / res['score 2']['wall']:.2f}× end to end "
+            f"(shard phase {res['score 1']['stages']['shards'] / res['score 2']['stages']['shards']:.2f}×; plain "
+            f"inference 1 → 2 threads {res['plain 1']['wall'] / res['plain 2']['wall']:.2f}×)."
+        )
+    demo = best_of(
+        {
+            "-j 1": lambda: run_child(*DEMO, _opts(images_per_class=None, workers=1)),
+            "default -j": lambda: run_child(*DEMO, _opts(images_per_class=None)),
+        },
+        max(2, args.rounds),
+    )
+    assert demo["-j 1"]["csv"] == demo["default -j"]["csv"]
+    notes.append(
+        f"Demo (200 images of 32²): default `-j` {demo['default -j']['wall']:.2f} s against `-j 1` "
+        f"{demo['-j 1']['wall']:.2f} s: {demo['default -j']['wall'] / demo['-j 1']['wall']:.2f}× the `-j 1` wall."
+    )
+    body = "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes)
+    print(body, flush=True)
+    return body
+
+
 def _timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -505,6 +599,7 @@ PARTS = {
     "baseline": part_baseline,
     "scaling": part_scaling,
     "plan": part_plan,
+    "ratio": part_ratio,
 }
 
 
@@ -548,7 +643,8 @@ def main(argv=None) -> None:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(child(json.loads(args.child))))
+        spec = json.loads(args.child)
+        print(json.dumps(plain_child(spec) if spec.get("plain") else child(spec)))
         return
     parts = list(PARTS) if args.part == "all" else [args.part]
     if "baseline" in parts and not args.baseline:
@@ -557,7 +653,7 @@ def main(argv=None) -> None:
     for p in parts:
         t = time.perf_counter()
         body = PARTS[p](args)
-        flags = f" --images {args.images}" if p in ("stages", "baseline", "scaling") else ""
+        flags = f" --images {args.images}" if p in ("stages", "baseline", "scaling", "ratio") else ""
         flags += f" --rounds {args.rounds}" if p != "memory" else ""
         flags += " --no-dask" if args.no_dask and p == "scaling" else ""
         out[p + args.tag] = (

@@ -457,7 +457,7 @@ def _score_once(
     w = PartialWriter(f, partial)
     try:
         _run_shards(w, plan, start, workers, progress, executor, client, log)
-        _finish(w, lm, ds, units, cfg.statistics)
+        _finish(w, lm, ds, units, cfg.statistics, workers)
         # seconds of the call that completed the run (a resumed run counts its last part only), and when it ended
         w.set_attrs(
             wall_time_s=time.perf_counter() - t0,
@@ -688,14 +688,17 @@ def _run_shards(
             ex.close()
 
 
-def _finish(w: PartialWriter, lm: LoadedModel, ds, units, so) -> None:
+def _finish(w: PartialWriter, lm: LoadedModel, ds, units, so, workers: int = 1) -> None:
+    """Every layer's per-class scores and statistics into the results file. Layers are computed in ``workers``
+    threads (the bootstrap's compiled loops and NumPy's sorts release the GIL; the shards' processes are gone by
+    now) and written in order; each layer's numbers depend on its own birth points alone."""
     labels = w.f["labels"][()]
     k = len(ds.classes)
     # a class's bootstrap resamples are keyed by its name, so they do not depend on which other classes were chosen
     class_ids = [int.from_bytes(hashlib.sha256(c.encode()).digest()[:7], "little") for c in ds.classes]
-    for u in units:
-        bp = w.read(u.index, "birth_points")
-        st = cell_statistics(
+
+    def stats(bp):
+        return cell_statistics(
             bp,
             labels,
             k,
@@ -705,6 +708,18 @@ def _finish(w: PartialWriter, lm: LoadedModel, ds, units, so) -> None:
             seed=so.bootstrap_seed,
             class_ids=class_ids,
         )
+
+    bps = [w.read(u.index, "birth_points") for u in units]
+    threads = max(1, min(int(workers or 1), len(units)))
+    if threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as ex:
+            all_st = list(ex.map(stats, bps))
+    else:
+        all_st = [stats(bp) for bp in bps]
+    del bps
+    for u, st in zip(units, all_st):
         # FE and birth rate are the statistics' own (the same numbers as scores.entropy.entropy_table gives, bit
         # for bit: the same counts, the same functions); ineffectiveness is FE / birth rate, FE where no births
         fe, br = st.feature_entropy, st.birth_rate

@@ -68,3 +68,17 @@ def resampled_rarefied(rc, mc, cells, nstar, table, n_lo, n_hi, k, out):
             for t in range(m):
                 acc += table[base + rc[t, j, b]]
             out[r, b] = 0.0 - acc
+
+
+@njit(nogil=True, cache=True)
+def rarefied_cells(flat, off, cells, nb, row_off, g, out):
+    """Rarefied FE of each cell j of ``cells``: −Σ_t g_n[c_t] over its counts c_t = flat[off[j]:off[j + 1]] in
+    order, g_n the hypergeometric row of its n = nb[j] births (at g[row_off[n]:]); 0.0 (not −0.0) when the sum is
+    0, as ``statistics.fe_rarefied_from_counts``."""
+    for r in range(len(cells)):
+        j = cells[r]
+        base = row_off[nb[j]]
+        acc = 0.0
+        for p in range(off[j], off[j + 1]):
+            acc += g[base + flat[p]]
+        out[j] = -acc if acc != 0 else 0.0

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from functools import lru_cache
 from typing import Callable, NamedTuple
 
@@ -62,7 +63,6 @@ import numpy as np
 
 from ..errors import OptionError
 from . import _bootstrap_kernel as _K
-from .entropy import _entropy_of_counts
 
 DEFAULT_K = 10
 DEFAULT_LEVEL = 0.95
@@ -127,10 +127,14 @@ def _as_birth_points(b, ndim: int) -> np.ndarray:
 _LF: list[float] = [0.0]  # ln(i!) for i = 0..len-1, each from math.lgamma (so independent of the table's length)
 
 
+_LF_LOCK = threading.Lock()  # layers' statistics may run in threads (experiments.score._finish)
+
+
 def _log_factorial(n: int) -> np.ndarray:
-    while len(_LF) <= n:
-        _LF.extend(math.lgamma(i + 1) for i in range(len(_LF), max(2 * len(_LF), n + 1)))
-    return np.asarray(_LF[: n + 1])
+    with _LF_LOCK:
+        while len(_LF) <= n:
+            _LF.extend([math.lgamma(i + 1) for i in range(len(_LF), max(2 * len(_LF), n + 1))])
+        return np.asarray(_LF[: n + 1])
 
 
 @lru_cache(maxsize=64)
@@ -354,22 +358,34 @@ def _class_estimates(rows, k, n_res, out, ci):
     rate = nb / n_img
     out["n_births"][ci] = nb
     out["birth_rate"][ci] = rate
+    # every cell's nonzero value counts, in increasing value order, one after the other (cell j: flat[off[j]:off[j+1]])
+    present = counts[:, 1:] > 0
+    m = present.sum(axis=1)  # distinct values of each cell
+    flat = counts[:, 1:][present]
+    off = np.r_[0, np.cumsum(m)]
+    nz_counts = np.split(flat, off[1:-1])
+    # FE as feature_entropy computes it (entropy._entropy_of_counts: p = c / n, −Σ p ln p), a block of cells with
+    # the same number of values at a time: each row's sum over the last axis of a C-contiguous block is the same
+    # pairwise sum as that row's alone, so the values are bit-identical
     fe = np.zeros(c)
+    for mm in np.unique(m[m > 0]):
+        sel = np.flatnonzero(m == mm)
+        block = flat[off[sel][:, None] + np.arange(mm)]
+        pr = block / block.sum(axis=1)[:, None]
+        fe[sel] = -(pr * np.log(pr)).sum(axis=1)
     fr = np.full(c, np.nan)
-    nz_counts = []
-    for j in range(c):
-        nz = counts[j, 1:]
-        nz = nz[nz > 0]
-        nz_counts.append(nz)
-        fe[j] = _entropy_of_counts(nz)  # the same function as feature_entropy: bit-identical
-        if nb[j] >= k:
-            fr[j] = fe_rarefied_from_counts(nz, k)
+    big = np.flatnonzero(nb >= k)
+    if len(big):  # rarefied FE: Σ of the (n, k) row's entries at the cell's counts, in value order
+        ns = np.unique(nb[big])
+        row_off = np.zeros(int(ns.max()) + 1, dtype=np.int64)
+        row_off[ns] = np.r_[0, np.cumsum(ns + 1)[:-1]]
+        g = np.concatenate([_rarefy_row(int(n), k) for n in ns])
+        _K.rarefied_cells(flat, off, big, nb, row_off, g, fr)
     out["feature_entropy"][ci] = fe
     out["fe_rarefied"][ci] = fr
     if n_res == 0:
         return None
     # a cell with one category (no births, or one value in every image) gives the sample in every resample
-    m = np.array([len(nz) for nz in nz_counts])
     fixed = (counts > 0).sum(axis=1) <= 1
     for name, est in (("birth_rate", rate), ("fe", fe), ("fe_rarefied", fr)):
         out[f"{name}_ci_low"][ci, fixed] = est[fixed]
