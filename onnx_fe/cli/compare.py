@@ -51,6 +51,13 @@ def compare(
     rarefied: bool = typer.Option(
         False, "--rarefied", help="Show rarefied FE in the table instead of raw FE (the CSVs hold both)"
     ),
+    summary: bool = typer.Option(
+        False,
+        "--summary",
+        help="Also write networks.csv: a row per network with its FE, rarefied FE, birth rate and mean activation and "
+        "the generalisation baselines on the data (path norm, spectral norms, margin, parameter count, PAC-Bayes "
+        "flatness)",
+    ),
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
     *,
@@ -92,6 +99,7 @@ def compare(
         config=cfg,
         wait=wait,
         permutations=permutations,
+        summary=summary,
     )
     if _verbosity["quiet"]:
         return
@@ -141,6 +149,8 @@ def compare(
         if m.get("note"):
             c.print(f"{m['model']}: {m['note']}", markup=False, highlight=False)
     c.print(f"wrote {res.layers_csv}, {res.models_csv}" + (f" and {res.png}" if res.png else ""))
+    if res.networks_csv is not None:
+        c.print(f"wrote {res.networks_csv} (one row per network: FE and the generalisation baselines)")
 
 
 def _ci(v, lo, hi) -> str:

@@ -98,6 +98,28 @@ MODEL_COLUMNS = [
 ]
 
 
+SUMMARY_METHODS = ("cubical", "clique")
+NETWORKS_COLUMNS = [
+    "model",
+    "path",
+    "method",
+    "layers",
+    *[f"{s}_{m}" for m in SUMMARY_METHODS for s in ("fe", "fe_rarefied", "birth_rate")],
+    "mean_activation",
+    "param_count",
+    "log_spec_prod",
+    "path_norm",
+    "inverse_margin",
+    "pacbayes_flatness",
+    "sigma_additive",
+    "pacbayes_mag_flatness",
+    "sigma_multiplicative",
+    "train_loss",
+    "train_top1",
+    "n_images",
+]
+
+
 @dataclass
 class CompareResult:
     output: Path
@@ -106,6 +128,8 @@ class CompareResult:
     png: Path | None
     layers: list[dict] = field(default_factory=list)  # rows of compare_layers.csv
     models: list[dict] = field(default_factory=list)  # rows of compare_models.csv
+    networks_csv: Path | None = None  # summary=True
+    networks: list[dict] = field(default_factory=list)  # rows of networks.csv
 
 
 def model_names(paths: list[Path]) -> list[str]:
@@ -179,6 +203,7 @@ def _load(name: str, path: Path, res) -> _Net:
                     "fe": unit_values(u["feature_entropy"]),
                     "fe_rarefied": unit_values(u["fe_rarefied"]) if "fe_rarefied" in u else None,
                     "birth_rate": unit_values(u["birth_rate"]),
+                    "mean_activation": unit_values(u["mean_activation"]),
                 },
             }
         )
@@ -300,6 +325,7 @@ def compare(
     config=None,
     wait=False,
     permutations: int = DEFAULT_PERMUTATIONS,
+    summary: bool = False,
     **options,
 ) -> CompareResult:
     """Score every model on ``data`` with the same settings and compare each with the first.
@@ -310,7 +336,10 @@ def compare(
     network-level test (0: none). Writes ``compare_layers.csv``, ``compare_models.csv`` and (``plot=True``)
     ``compare.png`` under ``output`` (default ``onnx-fe-results/compare``), and each model's ``results.h5`` /
     ``scores.csv`` / ``layers.csv`` in ``output/<name>``. The output directory is locked for the run (``wait``: as
-    for :func:`onnx_fe.score`).
+    for :func:`onnx_fe.score`). ``summary=True`` also writes ``networks.csv``: one row per network with its own
+    network-level FE, rarefied FE and birth rate (mean over its scored layers; columns named by the method, the other
+    method's left empty), mean activation and the generalisation baselines on the same images
+    (:mod:`onnx_fe.experiments.generalization`; docs/preregistration_generalization.md defines them).
     """
     from ..config import ScoreConfig
 
@@ -336,7 +365,41 @@ def compare(
     names = model_names(models)
     out = Path(check_output(output)) if output is not None else Path("onnx-fe-results") / "compare"
     with output_lock(out, wait=wait, log=log):
-        return _compare_into(out, names, models, data, config, accuracy, plot, log, progress, wait, int(permutations))
+        res, nets = _compare_into(
+            out, names, models, data, config, accuracy, plot, log, progress, wait, int(permutations)
+        )
+        if summary:
+            res.networks = [_summary_row(n, data, config, log) for n in nets]
+            res.networks_csv = out / "networks.csv"
+            rows = [{k: _clean(v) for k, v in r.items()} for r in res.networks]
+            write_rows_csv(res.networks_csv, NETWORKS_COLUMNS, rows)
+        return res
+
+
+def _layer_mean(values) -> float:
+    """Mean over layers of the values that are finite (NaN when none is)."""
+    v = np.asarray([np.nan if x is None else x for x in values], dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
+def _summary_row(net: _Net, data, config, log) -> dict:
+    """One row of networks.csv: the network's own network-level values and its generalisation baselines."""
+    import warnings
+
+    from .generalization import network_measures
+
+    method = config.method.method
+    row = {"model": net.name, "path": str(net.path), "method": method, "layers": len(net.layers)}
+    for s in ("fe", "fe_rarefied", "birth_rate"):
+        row[f"{s}_{method}"] = _layer_mean(r[s] for r in net.layers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a layer whose units are all NaN
+        row["mean_activation"] = _layer_mean(np.nanmean(r["unit_values"]["mean_activation"]) for r in net.layers)
+    log(f"{net.name}: generalisation measures")
+    m = network_measures(net.path, data, config=config)
+    row.update({k: m[k] for k in NETWORKS_COLUMNS if k in m})
+    return row
 
 
 def _compare_into(out, names, models, data, config, accuracy, plot, log, progress, wait, permutations):
@@ -401,7 +464,7 @@ def _compare_into(out, names, models, data, config, accuracy, plot, log, progres
             for r in n.layers
         ]
         png = plot_compare(own, out / "compare.png", title=f"{len(models)} models on {Path(data).name}")
-    return CompareResult(out, layers_csv, models_csv, png, layer_rows, model_rows)
+    return CompareResult(out, layers_csv, models_csv, png, layer_rows, model_rows), nets
 
 
 def _clean(v):

@@ -27,6 +27,7 @@ MEASURES = (
     "sigma_multiplicative",
     "train_loss",
     "train_top1",
+    "n_images",
 )
 
 
@@ -98,6 +99,7 @@ def measures_of(
         "inverse_margin": G.inverse_margin(z, labels),
         "train_loss": G.cross_entropy(z, labels),
         "train_top1": float((z.argmax(1) == labels).mean()),
+        "n_images": len(labels),
     }
     pn = G.path_norm_model(model)
     ones = np.ones((fixed_batch or 1, *x.shape[1:]), dtype=x.dtype)
