@@ -313,6 +313,7 @@ class ScoreConfig:
     batch_size: int = 32
     workers: int | None = None
     keep_activations: bool = False
+    hrank: bool = True  # the HRank baseline (one float32 SVD a map: about half a ResNet-18 run); False: not computed
     control: str | None = None  # "random-init": also score an untrained twin on the same images
     control_seed: int = 0
     shard_size: int | None = None  # images per unit of work; None: see experiments.score.default_shard_size
@@ -349,6 +350,7 @@ class ScoreConfig:
         threads=None,
         workers=None,
         keep_activations=False,
+        hrank=True,
         ci_level=0.95,
         resamples=1000,
         bootstrap_seed=0,
@@ -374,6 +376,7 @@ class ScoreConfig:
             batch_size=batch_size,
             workers=workers,
             keep_activations=keep_activations,
+            hrank=hrank,
             control=control,
             control_seed=control_seed,
             shard_size=shard_size,
@@ -398,6 +401,7 @@ class ScoreConfig:
         batch_size=32,
         workers=None,
         keep_activations=False,
+        hrank=True,
         control=None,
         control_seed=0,
         shard_size=None,
@@ -425,6 +429,7 @@ class ScoreConfig:
             batch_size=_int(batch_size, "--batch-size", 1),
             workers=None if workers is None else _int(workers, "--workers", 1),
             keep_activations=bool(keep_activations),
+            hrank=bool(hrank),
             control=None if control is None else _choice(control, "--control", CONTROLS),
             control_seed=_int(control_seed, "--control-seed", 0),
             shard_size=None if shard_size is None else _int(shard_size, "--shard-size", 1),
@@ -473,6 +478,8 @@ class ScoreConfig:
             "layers": d["layers"],
             "keep_activations": d["keep_activations"],
             "statistics": d["statistics"],
+            # only when off, so that the settings of a default run are those of runs made before the option existed
+            **({} if d.get("hrank", True) else {"hrank": False}),
         }
 
     @property

@@ -414,6 +414,7 @@ def _score_once(
         "keep_activations": cfg.keep_activations,
         "statistics": cfg.to_dict()["statistics"],
         "format_version": 2,  # 2: hrank and activation_std per image
+        **({} if cfg.hrank else {"hrank": False}),  # --no-hrank: no hrank dataset (a default run's keys as before)
     }
     final, partial, csv_path = out / "results.h5", out / "results.h5.partial", out / "scores.csv"
     if is_complete_match(final, params, log):
@@ -594,7 +595,7 @@ def _layer(plan: Plan, u: ConvUnit, a: np.ndarray, first: int, workers: int, sec
         ma[i : i + step] = mean
         zf[i : i + step] = np.count_nonzero(m == 0, axis=(1, 2)) / (h * w)
         sd[i : i + step] = map_std(m)
-        hr[i : i + step] = map_ranks(m)
+        hr[i : i + step] = map_ranks(m) if plan.config.hrank else -1  # --no-hrank: not computed, not written
         t1 = time.perf_counter()
         bp[i : i + step] = _birth_points(
             m,
@@ -673,10 +674,11 @@ def _run_shards(
                     bar.advance(t_map, (e - s) * n_maps_per_image)
                     bar.advance(t_img, e - s)
 
+            names = [name for name in PER_IMAGE if cfg.hrank or name != "hrank"]
             for r in ex.map(compute_shard, plan, bounds, workers, on_done=on_done):
                 s, e = r.start, r.stop
                 for u in plan.units:
-                    w.write(u.index, s, e, **{name: getattr(r, name)[u.index] for name in PER_IMAGE})
+                    w.write(u.index, s, e, **{name: getattr(r, name)[u.index] for name in names})
                     if cfg.keep_activations:
                         w.write_chunks(u.index, r.activations[u.index])
                 devices.add(r.device)

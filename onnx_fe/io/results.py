@@ -307,6 +307,8 @@ def _fill_new(f, params, meta, classes, labels, ids, units, n_channels_hw, keep_
         ):
             lg.attrs[k] = v
         for name in PER_IMAGE:
+            if name == "hrank" and params.get("hrank", True) is False:  # score --no-hrank
+                continue
             dtype = PER_IMAGE_DTYPES[name]
             keep.append(
                 lg.create_dataset(

@@ -383,12 +383,25 @@ def _damage(h) -> str | None:
     return None
 
 
+def _scored_without_hrank(g) -> bool:
+    """Whether the results file holding layer group ``g`` was scored with ``--no-hrank``."""
+    try:
+        return json.loads(g.file.attrs.get("params", "{}")).get("hrank", True) is False
+    except (TypeError, ValueError):
+        return False
+
+
 def _per_image(g, name: str, path, n: int, c: int, layer: str) -> np.ndarray:
     """A layer's per-image dataset (N, C); one line when the results predate it or it has the wrong shape."""
     import h5py
 
     d = g.get(name)
     if not isinstance(d, h5py.Dataset):
+        if name == "hrank" and _scored_without_hrank(g):
+            raise OnnxFeError(
+                f"the results in {path} were scored with --no-hrank; run `onnx-fe score` again without it to rank by "
+                "hrank"
+            )
         if name in LATER_DATASETS:
             raise OnnxFeError(
                 f"the results in {path} predate the {name} column (they were scored by an older onnx-fe); "
