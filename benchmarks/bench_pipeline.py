@@ -553,14 +553,18 @@ def part_ratio(args) -> str:
                 model, pink, {**kw, "workers": j}, plain=True
             )
             runs[f"score {j}"] = lambda j=j, model=model, kw=kw: run_child(model, pink, {**kw, "workers": j})
+        runs["score 1 --no-hrank"] = lambda model=model, kw=kw: run_child(
+            model, pink, {**kw, "workers": 1, "hrank": False}
+        )
         res = best_of(runs, args.rounds)
-        for j in (1, 2):
-            p, r = res[f"plain {j}"], res[f"score {j}"]
+        for j, name in ((1, "score 1"), (1, "score 1 --no-hrank"), (2, "score 2")):
+            p, r = res[f"plain {j}"], res[name]
             st = r["stages"]
             # stage seconds are summed over the workers: divided by -j they are shares of the wall
             per = " | ".join(f"{st.get(s, 0) / j / p['wall']:.2f}" for s in RATIO_STAGES)
+            tag = f"{j}, --no-hrank" if "hrank" in name else f"{j}"
             lines.append(
-                f"| {label} | {r['images']} | {j} | {p['wall']:.2f} | {r['wall']:.2f} | **{r['wall'] / p['wall']:.2f}×** "
+                f"| {label} | {r['images']} | {tag} | {p['wall']:.2f} | {r['wall']:.2f} | **{r['wall'] / p['wall']:.2f}×** "
                 f"| {per} |"
             )
             print(lines[-1], flush=True)
