@@ -315,6 +315,51 @@ def figure(nets, stats, indicator_rows) -> None:
     plt.close(fig)
 
 
+BASELINES = ("mean_activation", "apoz", "weight_l1", "hrank", "activation_std")
+SET_NAME = {"zoo": "In the zoo", "thirdparty": "In the third-party classifiers"}
+
+
+def reading(primary, indicator_rows) -> list[str]:
+    """What the numbers say, one bullet per set × method, worded by the registered reading rule (no more than the
+    tables under it)."""
+    out = []
+    for s in ("zoo", "thirdparty"):
+        for m in METHODS:
+            rows = {r["indicator"]: r for r in indicator_rows if r["set"] == s and r["method"] == m}
+            fe = rows.get("feature_entropy")
+            if fe is None or not np.isfinite(fe["rho"]):
+                continue
+            ci = f"ρ = {fmt(fe['rho'], 2)} [{fmt(fe['low'], 2)}, {fmt(fe['high'], 2)}]"
+            if np.isfinite(fe["low"]) and fe["low"] > 0:
+                fe_text = f"units with **higher** FE matter more ({ci}): the opposite of the paper's reading"
+            elif np.isfinite(fe["high"]) and fe["high"] < 0:
+                fe_text = f"units with lower FE matter more ({ci}), as the paper reads it"
+            else:
+                fe_text = f"FE's order of units is not shown to be related to importance ({ci})"
+            best = max(
+                (rows[b] for b in BASELINES if b in rows and np.isfinite(rows[b]["rho"])),
+                key=lambda r: r["rho"] * r["expected_sign"],
+                default=None,
+            )
+            best_text = ""
+            if best is not None:
+                best_text = (
+                    f"; the best cheap statistic, `{best['indicator']}`, has ρ = {fmt(best['rho'], 2)} "
+                    f"[{fmt(best['low'], 2)}, {fmt(best['high'], 2)}]"
+                )
+            verdicts = {p["hypothesis"]: p["verdict"] for p in primary if p["set"] == s and p["method"] == m}
+            said = []
+            for h, yes, no in (
+                ("H1", "FE read the paper's way (low FE = important) orders units by importance better than mean activation does", "FE read the paper's way (low FE = important) orders units by importance worse than mean activation does"),
+                ("H2", "FE carries information about importance beyond birth rate and mean activation", "FE's information beyond birth rate and mean activation points the other way"),
+                ("H3", "adding FE improves a cross-validated prediction of importance", "adding FE makes the cross-validated prediction worse"),
+            ):  # fmt: skip
+                v = verdicts.get(h, "inconclusive")
+                said.append(f"{h} {v}: " + (yes if v == "reproduced" else no if v == "contradicted" else "not shown"))
+            out.append(f"- **{SET_NAME[s]}, {m}:** {fe_text}{best_text}. " + "; ".join(said) + ".")
+    return out
+
+
 def write_page(rules, nets, cards, stats, primary, secondary, indicator_rows, sens, seconds) -> None:
     L = []
     add = L.append
@@ -335,6 +380,16 @@ def write_page(rules, nets, cards, stats, primary, secondary, indicator_rows, se
     add(
         f"Networks with a record: {n_zoo} zoo (4 families × seeds), {n_init} random-init twins, {n_tp} third-party "
         "classifiers."
+    )
+    add("")
+    add("## What the numbers say")
+    add("")
+    L.extend(reading(primary, indicator_rows))
+    add("")
+    add(
+        "Scale: small networks trained on small synthetic data sets (digits 32², shapes 64²) and three third-party "
+        "classifiers of two designs on generated images; importance is the effect of removing one unit at a time, "
+        "which misses what units do together."
     )
     add("")
     add("## Verdicts (primary tests, Holm over 12)")
