@@ -594,7 +594,7 @@ def _layer(plan: Plan, u: ConvUnit, a: np.ndarray, first: int, workers: int, sec
             )
         ma[i : i + step] = mean
         zf[i : i + step] = np.count_nonzero(m == 0, axis=(1, 2)) / (h * w)
-        sd[i : i + step] = map_std(m)
+        sd[i : i + step] = map_std(m, mean)  # the float64 means above: NumPy skips that pass (same numbers)
         hr[i : i + step] = map_ranks(m) if plan.config.hrank else -1  # --no-hrank: not computed, not written
         t1 = time.perf_counter()
         bp[i : i + step] = _birth_points(

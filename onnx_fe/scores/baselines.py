@@ -72,9 +72,14 @@ def map_ranks(maps) -> np.ndarray:
     return out
 
 
-def map_std(maps) -> np.ndarray:
-    """Population standard deviation of each map of a stack (n, H, W), accumulated in float64 → float32 (n,)."""
+def map_std(maps, mean=None) -> np.ndarray:
+    """Population standard deviation of each map of a stack (n, H, W), accumulated in float64 → float32 (n,).
+    ``mean``: the maps' float64 means as ``maps.mean(axis=(1, 2), dtype=numpy.float64)`` gives them, when the caller
+    has them already (NumPy then skips that pass; the same numbers, NumPy's own ``mean=`` argument)."""
     m = _stack(maps)
     if m.shape[0] == 0:
         return np.zeros(0, dtype=np.float32)
+    if mean is not None:
+        mean = np.asarray(mean, dtype=np.float64).reshape(len(m), 1, 1)
+        return np.std(m, axis=(1, 2), dtype=np.float64, mean=mean).astype(np.float32)
     return np.std(m, axis=(1, 2), dtype=np.float64).astype(np.float32)

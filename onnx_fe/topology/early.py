@@ -29,6 +29,7 @@ __all__ = ["early_birth_points"]
 
 _DIGIT = 11  # radix bits per pass: 2048 buckets
 _NB = 1 << _DIGIT
+_SMALL_DIGIT, _SMALL = 8, 1024  # maps of at most _SMALL pixels: 8-bit digits (see early_birth_points)
 _IEEE, _SIGNED, _UNSIGNED = 0, 1, 2  # how the raw bits of a value are read
 
 
@@ -65,6 +66,7 @@ def _radix_sort(keys, tmpk, idx, tmpi, count, shifts, mask):
     """
     n = keys.shape[0]
     npass = shifts.shape[0]
+    nb = count.shape[1]
     count[:, :] = 0
     for j in range(n):
         k = keys[j]
@@ -76,14 +78,14 @@ def _radix_sort(keys, tmpk, idx, tmpi, count, shifts, mask):
     for p in range(npass):
         c = count[p]
         trivial = False
-        for d in range(_NB):
+        for d in range(nb):
             if c[d] != 0:
                 trivial = c[d] == n
                 break
         if trivial:
             continue
         s = 0
-        for d in range(_NB):
+        for d in range(nb):
             t = c[d]
             c[d] = s
             s += t
@@ -175,7 +177,7 @@ def _batch(bits, mode, h, w, resolution, threshold, shifts, consts, out):
     tmpk = np.empty(npix, dtype=bits.dtype)
     idx = np.empty(npix, dtype=np.int32)
     tmpi = np.empty(npix, dtype=np.int32)
-    count = np.empty((shifts.shape[0], _NB), dtype=np.int64)
+    count = np.empty((shifts.shape[0], np.int64(consts[1]) + 1), dtype=np.int64)  # buckets: the digit mask + 1
     parent = np.full((h + 2) * (w + 2), -1, dtype=np.int32)
     for m in range(bits.shape[0]):
         _descending_keys(bits[m], mode, consts[0], keys)
@@ -210,7 +212,10 @@ def early_birth_points(maps, resolution: int = 100, threshold: int = 75) -> np.n
     a = np.ascontiguousarray(a).reshape(n, h * w)
     bits = a.view(np.uint32 if a.dtype.itemsize == 4 else np.uint64)
     nbits = 8 * a.dtype.itemsize
-    shifts = np.arange(0, nbits, _DIGIT).astype(bits.dtype)
-    consts = np.array([1 << (nbits - 1), _NB - 1], dtype=bits.dtype)
+    # small maps: 8-bit digits (one more pass, but 256 buckets a pass to clear and scan instead of 2048, the fixed
+    # cost that dominates a map of a few hundred pixels); any digit width gives the same order
+    digit = _SMALL_DIGIT if h * w <= _SMALL else _DIGIT
+    shifts = np.arange(0, nbits, digit).astype(bits.dtype)
+    consts = np.array([1 << (nbits - 1), (1 << digit) - 1], dtype=bits.dtype)
     _batch(bits, mode, h, w, int(resolution), int(threshold), shifts, consts, out)
     return out

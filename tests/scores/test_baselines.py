@@ -97,3 +97,13 @@ def test_empty_stack():
     assert map_std(np.zeros((0, 4, 4), np.float32)).shape == (0,)
     with pytest.raises(ValueError):
         map_ranks(np.zeros((4, 4)))
+
+
+def test_map_std_with_the_callers_means_is_numpys_std_bit_for_bit():
+    rng = np.random.default_rng(7)
+    for shape in [(30, 7, 7), (12, 28, 28), (5, 56, 56), (6, 13, 17)]:
+        for m in (rng.standard_normal(shape).astype(np.float32), np.maximum(rng.standard_normal(shape), 0) * 1e3):
+            m = m.astype(np.float32)
+            want = np.std(m, axis=(1, 2), dtype=np.float64).astype(np.float32)
+            got = map_std(m, m.mean(axis=(1, 2), dtype=np.float64))
+            assert got.tobytes() == want.tobytes()
