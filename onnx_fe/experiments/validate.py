@@ -271,7 +271,10 @@ def compute(layers: list[_Layer], targets: list[np.ndarray], *, target, method, 
     present = [k for k in INDICATORS if all(k in lay.values for lay in layers)]
     absent = [k for k in INDICATORS if k not in present]
     if absent:
-        notes.append(f"not in these results, so not validated: {', '.join(absent)} (score again with this onnx-fe)")
+        notes.append(
+            f"not in these results, so not validated: {', '.join(absent)} (scored by an older onnx-fe, or hrank left "
+            "out with score --no-hrank: score again to include them)"
+        )
     idx = V.resample_indices([len(t) for t in targets], resamples, seed)
     rows, reps = [], {}
     for k in present:
