@@ -104,6 +104,8 @@ _SIGINT_IN_IMPORT = textwrap.dedent(
             raise ImportError("initialization failed")  # as the real module would after a swallowed signal
 
     sys.meta_path.insert(0, Interrupted())
+    # as in an interactive shell, whatever the test runner inherited (a background job ignores SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from onnx_fe.cli import main
     sys.exit(main(sys.argv[1:]))
     """
