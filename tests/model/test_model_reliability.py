@@ -220,6 +220,8 @@ _HOOK = textwrap.dedent(
             module.InferenceSession = object
 
     sys.meta_path.insert(0, Interrupted())
+    # as in an interactive shell, whatever the test runner inherited (a background job ignores SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from onnx_fe.model.runner import import_onnxruntime
     try:
         import_onnxruntime()
