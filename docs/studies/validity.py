@@ -301,15 +301,16 @@ def figure(nets, stats, indicator_rows) -> None:
                         ax.plot(st["pooled"][ind]["spearman"], k + dy, ".", color=color, alpha=0.25, ms=4)
         ax.axvline(0, color="0.5", lw=0.8)
         ax.set_yticks(range(len(order)), order)
-        ax.invert_yaxis()
+        if ax is axes[0]:  # the y axis is shared: invert it once
+            ax.invert_yaxis()
         ax.set_xlabel("pooled within-layer Spearman ρ with Δloss")
         ax.set_title(f"{m}")
         ax.set_xlim(-1, 1)
     axes[0].plot([], [], "o", color="C0", label="zoo, 20 networks (mean, 95 % CI over seeds)")
     axes[0].plot([], [], "o", color="C3", label="third-party (mean, 95 % CI over networks)")
     axes[0].plot([], [], ".", color="0.4", alpha=0.5, label="one network")
-    axes[0].legend(loc="lower left", fontsize=7)
-    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     FIG.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(FIG, dpi=110, metadata={"Software": None})
     plt.close(fig)
@@ -494,8 +495,11 @@ def write_page(rules, nets, cards, stats, primary, secondary, indicator_rows, se
     add("")
     add("## Networks")
     add("")
-    add("| network | held-out top-1 | units | layers | SHA-256 (first 12) | score cubical / clique, importance (s) |")
-    add("| --- | --- | --- | --- | --- | --- |")
+    add(
+        "| network | held-out top-1 | units | layers | SHA-256 (first 12) | score cubical / clique, importance (s) "
+        "| onnx_fe commit |"
+    )
+    add("| --- | --- | --- | --- | --- | --- | --- |")
     for n in nets:
         c = cards[n["id"]]
         st = stats[(n["id"], "cubical", "primary")]
@@ -505,10 +509,15 @@ def write_page(rules, nets, cards, stats, primary, secondary, indicator_rows, se
         add(
             f"| {n['id']} | {top1:.3f} | {units} | {','.join(map(str, c['eligible_layers']))} | "
             f"`{c['model_sha256'][:12]}` | {sec.get('cubical', 0):.0f} / {sec.get('clique', 0):.0f}, "
-            f"{sec.get('importance', 0):.0f} |"
+            f"{sec.get('importance', 0):.0f} | {c.get('onnx_fe_commit', '–')[:8]} |"
             if top1 is not None
-            else f"| {n['id']} | – | {units} | – | `{c['model_sha256'][:12]}` | – |"
+            else f"| {n['id']} | – | {units} | – | `{c['model_sha256'][:12]}` | – | – |"
         )
+    add("")
+    add(
+        "onnx_fe commit: the code that made the record (a dash: a record made from the working tree before the "
+        "runner recorded it). Seconds are wall times on a 2-core machine shared with other jobs."
+    )
     add("")
     add(f"Page computed in {seconds:.0f} s.")
     add("")
