@@ -463,8 +463,11 @@ def layers_section(runs: list[Run], rows_by_run: dict) -> Section:
         "against its noise null (what structureless maps of its size give) and against the control before "
         "comparing layers. The two ρ columns say how much of FE is activity: Spearman's ρ over the layer's units "
         "of FE against the mean activation and against the birth rate; near ±1, FE orders the units as that "
-        "cheap statistic does and says little beyond it, near 0 the orders are unrelated. Click a column header "
-        "to sort."
+        "cheap statistic does and says little beyond it, near 0 the orders are unrelated. Low FE = effective unit "
+        "is the paper's reading, not an established fact: in the project's pre-registered study against measured "
+        "unit importance (docs/validity.md), units with higher FE mattered more and FE added nothing shown beyond "
+        "birth rate and mean activation; check this model with onnx-fe importance and onnx-fe validate. Click a "
+        "column header to sort."
     )
     return Section("layers", "Layers", runs_grid(blocks, len(runs) == 1), intro)
 
@@ -885,7 +888,9 @@ def validity_section(runs, given) -> tuple[Section, list[str]]:
         "whether FE says more than activity: <code>fe|birth_rate+mean_activation</code> is FE's partial ρ once "
         "birth rate and mean activation are accounted for, and <code>fe_increment</code> is the gain in "
         "cross-validated ρ when FE is added to birth rate, mean activation, APoZ and HRank. A CI that contains 0 "
-        "there means this run gives no evidence that FE adds to the activity statistics."
+        "there means this run gives no evidence that FE adds to the activity statistics. In the project's "
+        "pre-registered study (docs/validity.md: 20 small trained CNNs), units with higher FE mattered more, the "
+        "opposite of the paper's reading, and FE added nothing shown beyond birth rate and mean activation."
     )
     return Section("validity", "Indicator validity", runs_grid(blocks, len(blocks) == 1), intro), notes
 
