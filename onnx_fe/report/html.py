@@ -189,7 +189,7 @@ class Page:
     head_style: list[str] = field(default_factory=list)  # extra CSS (e.g. the gallery's input images, once each)
 
     def render(self) -> str:
-        nav = "".join(f'<a href="#{esc(s.id)}">{esc(s.title)}</a>' for s in self.sections)
+        nav = " ".join(f'<a href="#{esc(s.id)}">{esc(s.title)}</a>' for s in self.sections)  # spaces: lines may break
         extra = "\n".join(self.head_style)
         return (
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
