@@ -51,27 +51,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import OnnxFeError
-from .graph import ConvUnit, find_units
+from .graph import ACTIVATIONS, ConvUnit, find_units
 from .randomize import _Graph
 
 # Ops whose output channel k depends only on input channel k (the first input carries the channels).
-UNARY = {
-    "Relu",
-    "LeakyRelu",
-    "Elu",
-    "Selu",
-    "Celu",
-    "Clip",
-    "Sigmoid",
-    "HardSigmoid",
-    "Tanh",
-    "HardSwish",
-    "Softplus",
-    "Softsign",
-    "Gelu",
-    "Mish",
-    "ThresholdedRelu",
-    "Swish",
+UNARY = (ACTIVATIONS - {"PRelu"}) | {  # PRelu has a slope input: handled on its own
     "Identity",
     "Dropout",
     "Cast",
@@ -351,7 +335,7 @@ class PruneGraph:
         x = labs[0]
         out = node.output[0]
         why = f"read by {_label(node)}"
-        if op in UNARY or op in SPATIAL or op in ("PRelu", "LRN_never"):
+        if op in UNARY or op in SPATIAL or op == "PRelu":
             if op in SPATIAL and (x is None or x.axis != 1 or x.rank < 3):
                 return self._spoil_all(node, labs, f"{why}, which pools over the channel axis")
             if any(lab is not None for lab in labs[1:]):
