@@ -35,6 +35,12 @@ def prune(
         help="Remove the lowest-ranked channels across all layers (one threshold on the within-layer rank) "
         "until the MACs have dropped by this fraction.",
     ),
+    round_to: Optional[int] = typer.Option(
+        None,
+        "--round-to",
+        help="With --ratio/--global-ratio: keep every pruned layer's channel count a multiple of N "
+        "(fewer channels removed where needed; no layer loses all).",
+    ),
     layers: Optional[List[str]] = typer.Option(
         None, "--layers", "-l", help="With --ranking: prune only the groups of these layers (index, name or glob)."
     ),
@@ -70,6 +76,7 @@ def prune(
         global_ratio=global_ratio,
         layers=layers,
         by=by,
+        round_to=round_to,
         verify=verify,
         data=data,
         input_size=preprocess.input_size,

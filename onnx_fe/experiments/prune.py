@@ -9,6 +9,7 @@ threshold on the within-layer rank, until the model's MACs have dropped by the f
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import statistics
@@ -193,11 +194,34 @@ def _order(g: Group, scores: dict[int, float]) -> list[int]:
     return [c for _, c in ranked]
 
 
-def choose_by_ratio(pg: PruneGraph, r, ratio: float, allowed_layers=None) -> list[int]:
+def _step(pg: PruneGraph, g: Group, round_to: int | None) -> int:
+    """The number of classes by which the group's kept count must move so that every layer of the group keeps a
+    multiple of ``round_to`` channels (a class is one channel of the group's first layer; a depthwise conv with
+    multiplier m, or the producer of a grouped conv's input, has m or G channels per class)."""
+    if not round_to or round_to <= 1:
+        return 1
+    step = 1
+    for li in g.layers:
+        per = len(pg.layer_roots[li]) // max(len(g.classes), 1)
+        step = math.lcm(step, round_to // math.gcd(round_to, max(per, 1)))
+    return step
+
+
+def _rounded(n_remove: int, n: int, step: int) -> int:
+    """``n_remove`` of ``n`` classes, lowered so that the kept count is a multiple of ``step`` (as Torch-Pruning's
+    round_to: the kept count is rounded up, never removing more than asked); 0 when no multiple lies below n."""
+    if step <= 1 or n_remove <= 0:
+        return max(n_remove, 0)
+    keep = -(-(n - n_remove) // step) * step
+    return max(n - keep, 0)
+
+
+def choose_by_ratio(pg: PruneGraph, r, ratio: float, allowed_layers=None, round_to: int | None = None) -> list[int]:
     scores = _class_scores(pg, r, allowed_layers)
     removed = []
     for g in _eligible(pg, scores, allowed_layers):
         n = min(int(round(ratio * len(g.classes))), len(g.classes) - 1)
+        n = _rounded(n, len(g.classes), _step(pg, g, round_to))
         removed.extend(_order(g, scores)[:n])
     return removed
 
@@ -243,30 +267,48 @@ class _MacModel:
         return total
 
 
-def choose_global(pg: PruneGraph, r, fraction: float, allowed_layers=None) -> tuple[list[int], int, int]:
+def choose_global(
+    pg: PruneGraph, r, fraction: float, allowed_layers=None, round_to: int | None = None
+) -> tuple[list[int], int, int]:
     """The lowest-ranked classes across every eligible group (one threshold on the normalised rank), fewest first,
-    until the convs' and dense layers' MACs drop by ``fraction``; every group keeps at least one channel.
+    until the convs' and dense layers' MACs drop by ``fraction``; every group keeps at least one channel (with
+    ``round_to``: a multiple of it, each group's count from the threshold rounded as in ``choose_by_ratio``).
     Returns (classes, MACs before, MACs after) of the counted layers."""
     scores = _class_scores(pg, r, allowed_layers)
     groups = _eligible(pg, scores, allowed_layers)
     cand = []
+    orders, steps = {}, {}
     for g in groups:
-        for k, c in enumerate(_order(g, scores)[: len(g.classes) - 1]):
+        orders[g.id] = _order(g, scores)[: len(g.classes) - 1]
+        steps[g.id] = (_step(pg, g, round_to), len(g.classes))
+        for k, c in enumerate(orders[g.id]):
             cand.append((-scores[c], g.id, k, c))
     cand.sort()
-    order = [c for *_, c in cand]
+    order = [(gid, c) for _, gid, _, c in cand]
+
+    def take(prefix: int) -> list[int]:
+        # a prefix of the global order is a prefix of every group's order; round each group's count
+        counts: dict[int, int] = {}
+        for gid, _ in order[:prefix]:
+            counts[gid] = counts.get(gid, 0) + 1
+        out = []
+        for gid, k in counts.items():
+            step, n = steps[gid]
+            out.extend(orders[gid][: _rounded(k, n, step)])
+        return sorted(out)
+
     mm = _MacModel(pg)
     m0 = mm.macs(np.zeros(0, dtype=np.int64))
     target = (1 - fraction) * m0
     lo, hi = 0, len(order)
     while lo < hi:  # the shortest prefix that meets the budget (MACs fall as the prefix grows)
         mid = (lo + hi) // 2
-        if mm.macs(np.asarray(sorted(order[:mid]), dtype=np.int64)) <= target:
+        if mm.macs(np.asarray(take(mid), dtype=np.int64)) <= target:
             hi = mid
         else:
             lo = mid + 1
-    chosen = order[:lo]
-    return chosen, m0, mm.macs(np.asarray(sorted(chosen), dtype=np.int64))
+    chosen = take(lo)
+    return chosen, m0, mm.macs(np.asarray(chosen, dtype=np.int64))
 
 
 # --------------------------------------------------------------------------- files and measurements
@@ -405,6 +447,7 @@ def prune(
     global_ratio=None,
     layers=None,
     by=None,
+    round_to=None,
     verify=False,
     data=None,
     input_size=None,
@@ -427,7 +470,8 @@ def prune(
     lists them; coupled channels go with them), or with a ``ranking`` file written by ``onnx-fe rank`` and
     ``ratio`` (that fraction of each prunable group's channels, the lowest-ranked first) or ``global_ratio``
     (the lowest-ranked channels across all groups until the MACs drop by that fraction). ``layers`` restricts the
-    ranking-based choice to the groups of those layers. ``verify`` runs the original with the removed units masked
+    ranking-based choice to the groups of those layers. ``round_to`` (with ``ratio`` or ``global_ratio``) keeps every
+    pruned layer's channel count a multiple of it, removing fewer channels where needed. ``verify`` runs the original with the removed units masked
     at their taps side by side with the pruned model on ``data`` (an image folder or .npz, preprocessed as for
     ``score``) or, without data, on ``verify_samples`` standard-normal inputs, and reports the largest output
     difference. The input model is never written to.
@@ -457,6 +501,12 @@ def prune(
         raise OptionError("--units names the channels itself; --ranking and --layers go with --ratio/--global-ratio")
     if units is None and ranking is None:
         raise OptionError("--ratio and --global-ratio need --ranking (a ranking file written by `onnx-fe rank`)")
+    if round_to is not None:
+        if isinstance(round_to, bool) or not isinstance(round_to, (int, np.integer)) or round_to < 1:
+            raise OptionError(f"--round-to must be a positive whole number of channels, got {round_to!r}")
+        if units is not None:
+            raise OptionError("--round-to goes with --ratio or --global-ratio; --units names the channels itself")
+        round_to = int(round_to)
     for name, v in (("--ratio", ratio), ("--global-ratio", global_ratio)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < float(v) < 1):
             raise OptionError(f"{name} must be a fraction between 0 and 1 (exclusive), got {v!r}")
@@ -485,9 +535,9 @@ def prune(
     else:
         r = _ranking(ranking, by, lm)
         if ratio is not None:
-            roots = choose_by_ratio(pg, r, float(ratio), allowed)
+            roots = choose_by_ratio(pg, r, float(ratio), allowed, round_to)
         else:
-            roots, m0, m1 = choose_global(pg, r, float(global_ratio), allowed)
+            roots, m0, m1 = choose_global(pg, r, float(global_ratio), allowed, round_to)
             if m0 and (m0 - m1) / m0 < float(global_ratio) - 1e-9:
                 notes.append(
                     f"the ranked, prunable layers allow a MAC drop of {100 * (m0 - m1) / m0:.1f} % only "
@@ -504,7 +554,9 @@ def prune(
             )
         if not roots:
             raise OnnxFeError(
-                "the ranking and ratio choose no channel to remove (too small a ratio, or nothing prunable)"
+                "the ranking and ratio choose no channel to remove (too small a ratio"
+                + (f" for --round-to {round_to}" if round_to and round_to > 1 else "")
+                + ", or nothing prunable)"
             )
     pm, rep = pg.apply(roots)
 

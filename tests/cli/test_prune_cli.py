@@ -156,3 +156,70 @@ def test_one_line_errors(res_model, tmp_path, capsys, args, message):
     assert rc == 2, err
     assert err.startswith("onnx-fe: error: ") and err.count("\n") == 1 and message in err
     assert not out.exists()
+
+
+def _wide_depthwise():
+    """A (10) → depthwise ×2 D (20) → C (7, 1×1) → GAP → Gemm: A and D are one group with 2 D channels per class."""
+    from prune_graphs import B
+
+    b = B()
+    a = b.op("Relu", [b.conv("x", "A", 3, 10)])
+    d = b.op("Relu", [b.bn(b.conv(a, "D", 10, 20, group=10, bias=False), "bnD", 20)])
+    c = b.op("Relu", [b.conv(d, "C", 20, 7, k=1)])
+    return b.model(b.head(c, 7))
+
+
+def _kept(path):
+    m = onnx.load(path)
+    return {
+        n.name: next(t.dims[0] for t in m.graph.initializer if t.name == n.input[1])
+        for n in m.graph.node
+        if n.op_type == "Conv"
+    }
+
+
+def test_round_to_keeps_multiples(tmp_path, capsys):
+    p = tmp_path / "wide.onnx"
+    onnx.save(_wide_depthwise(), p)
+    rk = _ranking(p, tmp_path, {0: [7, 5, 2], 1: [15, 14, 11, 10, 5, 4], 2: [6, 0]})
+    plain = tmp_path / "plain.onnx"
+    assert main(["prune", str(p), "-o", str(plain), "--ranking", str(rk), "--ratio", "0.3", "--latency-runs", "0"]) == 0
+    # without rounding: round(0.3*10) = 3 classes of the A/D group go, round(0.3*7) = 2 of C
+    assert _kept(plain) == {"A": 7, "D": 14, "C": 5}
+    out = tmp_path / "r4.onnx"
+    args = ["--ranking", str(rk), "--ratio", "0.3", "--round-to", "4", "--latency-runs", "0", "--verify"]
+    rc = main(["prune", str(p), "-o", str(out), *args])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    # the kept count is rounded up to a multiple of 4 (fewer removed, never more): A 7 -> 8 (and D 16); C would keep
+    # 5 -> 8, more than its 7 channels, so C is left whole
+    assert _kept(out) == {"A": 8, "D": 16, "C": 7}
+    got = {(int(r["layer_index"]), int(r["unit"])) for r in rows(out.with_suffix(".csv"))}
+    # the two lowest-ranked classes (A's units 7 and 5, D's channels 14, 15 and 10, 11) go
+    assert {u for li, u in got if li == 0} == {5, 7}
+    assert {u for li, u in got if li == 1} == {10, 11, 14, 15}
+    assert not any(li == 2 for li, _ in got)
+    assert float(err.split("largest |pruned - masked original| = ")[1].split()[0]) < 1e-5
+    # the global budget with rounding: every pruned layer keeps a multiple of 4, and the MACs still drop
+    r = onnx_fe.prune(p, tmp_path / "g.onnx", ranking=rk, global_ratio=0.5, round_to=4, latency_runs=0)
+    kept = _kept(tmp_path / "g.onnx")
+    full = {"A": 10, "D": 20, "C": 7}
+    assert all(kept[k] % 4 == 0 for k in kept if kept[k] != full[k]) and kept != full
+    assert r.macs[1] < r.macs[0]
+    # a multiple larger than every group: nothing to remove, said in one line
+    with pytest.raises(OnnxFeError, match="round-to 16"):
+        onnx_fe.prune(p, tmp_path / "n.onnx", ranking=rk, ratio=0.5, round_to=16, latency_runs=0)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--units", "0:1", "--round-to", "4"], "--units names the channels"), (["--round-to", "0"], "positive whole")],
+)
+def test_round_to_errors(res_model, tmp_path, capsys, extra, message):
+    out = tmp_path / "o.onnx"
+    args = extra if "--units" in extra else ["--ranking", "nowhere.csv", "--ratio", "0.5", *extra]
+    rc = main(["prune", str(res_model), "-o", str(out), "--latency-runs", "0", *args])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("onnx-fe: error: ") and err.count("\n") == 1 and message in err
+    assert not out.exists()
