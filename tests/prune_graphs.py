@@ -66,11 +66,11 @@ class B:
             "Gemm", [f, self.const("fc.w", self.rng.normal(0, 0.5, (n, c))), self.const("fc.b", np.zeros(n))], transB=1
         )
 
-    def model(self, out, rank=2):
+    def model(self, out, rank=2, opset=OPSET, ir=IR):
         info = helper.make_tensor_value_info(out, TensorProto.FLOAT, [None] * rank)
         g = helper.make_graph(self.nodes, "g", [self.input], [info], self.inits)
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)])
-        m.ir_version = IR
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+        m.ir_version = ir
         onnx.checker.check_model(m, full_check=True)
         return m
 
@@ -205,3 +205,29 @@ def fold(pad):
     s = b.conv(b.op("Sigmoid", [a]), "Bf", 4, 3, pad=pad)
     c = b.conv(a, "C", 4, 3, pad=pad)
     return b.model(b.head(b.op("Relu", [b.op("Add", [s, c])]), 3))
+
+
+def dynamo_head(target=(-1, 4)):
+    """As torch's dynamo exporter writes a classifier head: ReduceMean (axes as an input, keepdims) → Reshape with
+    allowzero=1 → Gemm, and a value_info declaring every weight's shape."""
+    b = B()
+    a = b.op("Relu", [b.conv("x", "A", 3, 5)])
+    c = b.op("Relu", [b.conv(a, "C", 5, 4)])
+    r = b.op("ReduceMean", [c, b.const("axes", np.asarray([-1, -2]))], keepdims=1)
+    f = b.op("Reshape", [r, b.const("target", np.asarray(target))], allowzero=1)
+    out = b.op("Gemm", [f, b.const("fc.w", b.rng.normal(0, 0.5, (3, 4))), b.const("fc.b", np.zeros(3))], transB=1)
+    m = b.model(out, opset=18, ir=10)
+    m.graph.value_info.extend(
+        helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in m.graph.initializer
+    )
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def initializers_as_inputs():
+    """An IR 3 model, as old exporters wrote them: every initializer is also listed among the graph inputs."""
+    m = residual()
+    m.ir_version = 3
+    m.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in m.graph.initializer)
+    onnx.checker.check_model(m, full_check=True)
+    return m

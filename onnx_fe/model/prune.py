@@ -655,6 +655,10 @@ class PruneGraph:
                 node, labs, f"{_label(node)}: shapes unknown (give the input size of a dynamic model)"
             )
         allowzero = int(_attr(node, "allowzero", 0))
+        if allowzero:  # harmless while the target has no literal 0 (the dynamo exporter writes [-1, C])
+            target = self._shape_value(node.input[1])
+            if target is None or any(e == 0 for e in target if isinstance(e, int)):
+                return self._spoil_all(node, labs, f"{_label(node)} has allowzero=1 and a target that may hold 0")
         c = len(x.ids)
         if len(outs) == 2 and all(d is not None for i, d in enumerate(ins) if i not in (0, x.axis)):
             feat = int(np.prod([d if i != x.axis else c for i, d in enumerate(ins) if i > 0]))
@@ -662,9 +666,8 @@ class PruneGraph:
                 ids = self._flat_ids(x, ins[1:])
                 self._coupled.append((ids, "Flatten"))
                 self.labels[node.output[0]] = Lab(ids, 1, 2)
-                if allowzero:
-                    return self._spoil_all(node, labs, f"{_label(node)} has allowzero=1")
-                self.edits.append(Edit("reshape", node, self._k, node.output[0], extra={"target": [0, -1]}))
+                extra = {"target": [0, -1], "allowzero": allowzero}
+                self.edits.append(Edit("reshape", node, self._k, node.output[0], extra=extra))
                 return
         # only size-1 dims move: the channel dim keeps its place among the dims larger than one
         big_in = [(i, d) for i, d in enumerate(ins) if i > 0 and d != 1]
@@ -680,10 +683,9 @@ class PruneGraph:
             k = [i for i, _ in big_in].index(x.axis)
             new_axis = big_out[k][0]
             target = [0] + [-1 if i == new_axis else int(d) for i, d in enumerate(outs) if i > 0]
-            if allowzero:
-                return self._spoil_all(node, labs, f"{_label(node)} has allowzero=1")
             self.labels[node.output[0]] = Lab(x.ids, new_axis, len(outs))
-            self.edits.append(Edit("reshape", node, self._k, node.output[0], extra={"target": target}))
+            extra = {"target": target, "allowzero": allowzero}
+            self.edits.append(Edit("reshape", node, self._k, node.output[0], extra=extra))
             return
         return self._spoil_all(node, labs, why)
 
@@ -968,6 +970,8 @@ class PruneGraph:
                 self._apply_dense(e, nn, keep, removed, writer, values, rep, m.graph)
             elif e.kind == "reshape":
                 writer.set(nn, 1, np.asarray(e.extra["target"], dtype=np.int64), fresh=True)
+                if e.extra.get("allowzero"):  # the new target's 0 copies the batch dim
+                    writer.attr(nn, "allowzero", 0)
             elif e.kind == "resize":
                 v = np.asarray(self.g.value(e.node.input[3])).copy()
                 v[e.axis] = int(keep.sum())
@@ -982,6 +986,7 @@ class PruneGraph:
         del m.graph.value_info[:]
         m.graph.value_info.extend(keep_vi)
         _drop_dead(m.graph)
+        _sync_declared_shapes(m.graph)
         return m, rep
 
     def _apply_conv(self, e, nn, removed, writer, values, rep) -> None:
@@ -1313,6 +1318,41 @@ def _drop_dead(graph) -> None:
     if len(inits) != len(graph.initializer):
         del graph.initializer[:]
         graph.initializer.extend(inits)
+
+
+def _declared_dims(vi):
+    t = vi.type.tensor_type
+    if not vi.type.HasField("tensor_type") or not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+
+
+def _sync_declared_shapes(graph) -> None:
+    """Shapes declared for constants agree with their sliced values: the dynamo exporter writes a value_info for
+    every weight, and a model of IR < 4 lists its initializers among the graph inputs. A value_info that disagrees
+    (or names nothing left in the graph) is dropped; a graph input that is an initializer gets its new dims."""
+    dims = {t.name: [int(d) for d in t.dims] for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant":
+            a = next((a for a in n.attribute if a.name == "value"), None)
+            if a is not None:
+                dims[n.output[0]] = [int(d) for d in a.t.dims]
+    names = {o for n in graph.node for o in n.output} | set(dims) | {i.name for i in graph.input}
+    keep = [
+        vi
+        for vi in graph.value_info
+        if vi.name in names and (vi.name not in dims or _declared_dims(vi) in (None, dims[vi.name]))
+    ]
+    if len(keep) != len(graph.value_info):
+        del graph.value_info[:]
+        graph.value_info.extend(keep)
+    for vi in graph.input:
+        d = _declared_dims(vi)
+        if vi.name in dims and d is not None and d != dims[vi.name]:
+            shape = vi.type.tensor_type.shape
+            shape.Clear()
+            for v in dims[vi.name]:
+                shape.dim.add().dim_value = v
 
 
 class _Writer:

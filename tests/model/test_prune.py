@@ -13,10 +13,12 @@ from prune_graphs import (
     affine,
     concat,
     depthwise,
+    dynamo_head,
     flatten_gemm,
     fold,
     gap_matmul,
     grouped,
+    initializers_as_inputs,
     residual,
     tf2onnx_weights,
     zero,
@@ -199,6 +201,26 @@ def test_tf2onnx_transposed_weights():
     w = next(t for t in pm.graph.initializer if t.name == c.input[1])
     assert tuple(w.dims) == (4, 4, 1, 1)  # written as the conv sees it; the Transpose is gone
     assert not any(n.op_type == "Transpose" and n.input[0] == "C.hwio" for n in pm.graph.node)
+
+
+def test_dynamo_head_allowzero_reshape_and_weight_value_info():
+    m = dynamo_head()
+    pm, rep, _ = check_live(m, [("C", 1), ("C", 3)], expect_layers={"C": [1, 3]})
+    reshape = next(n for n in pm.graph.node if n.op_type == "Reshape")
+    assert helper.get_attribute_value(next(a for a in reshape.attribute if a.name == "allowzero")) == 0
+    declared = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in pm.graph.value_info}
+    assert declared.get("C.w", [2, 5, 3, 3]) == [2, 5, 3, 3]  # dropped or right, never the old (4, 5, 3, 3)
+    assert weight_shape(pm, next(n.name for n in pm.graph.node if n.op_type == "Gemm")) == (3, 2)
+    check_live(m, [("A", 0)])
+    m0 = dynamo_head(target=(0, 4))  # a literal 0 with allowzero=1 is not a batch copy: left alone
+    assert "allowzero" in analyze(m0).group(layer(m0, "C").index).reason
+
+
+def test_initializers_listed_as_inputs_get_their_new_shape():
+    m = initializers_as_inputs()
+    pm, rep, _ = check_live(m, [("B", 2), ("B", 4)], expect_layers={"A": [2, 4], "B": [2, 4]})
+    inputs = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in pm.graph.input}
+    assert inputs["A.w"] == [4, 3, 3, 3] and inputs["bnB.scale"] == [4]
 
 
 # --------------------------------------------------------------------------- folding and refusals
