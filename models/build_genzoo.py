@@ -68,11 +68,12 @@ AXES = {
 AXIS_NAMES = list(AXES)
 
 FAMILIES = {
-    # family: dataset, architecture, epoch cap, base bit string (the other base is its complement)
-    "digits_vgg": dict(dataset="digits", arch="vgg", cap=150, base="01010101"),
-    "digits_depth": dict(dataset="digits", arch="depth", cap=150, base="00110011"),
-    "shapes_vgg": dict(dataset="shapes", arch="vgg", cap=80, base="00001111"),
-    "shapes_depth": dict(dataset="shapes", arch="depth", cap=80, base="01101001"),
+    # family: dataset, architecture, epoch cap, base bit string (the other base: its complement, label noise at 0).
+    # Amendment 1 of the pre-registration: both bases without label noise, caps 600 / 300 (were 150 / 80).
+    "digits_vgg": dict(dataset="digits", arch="vgg", cap=600, base="01010100"),
+    "digits_depth": dict(dataset="digits", arch="depth", cap=600, base="00110010"),
+    "shapes_vgg": dict(dataset="shapes", arch="vgg", cap=300, base="00001110"),
+    "shapes_depth": dict(dataset="shapes", arch="depth", cap=300, base="01101000"),
 }
 N_TRAIN = {"digits": (700, 1347), "shapes": (1000, 2000)}
 WIDTH = {"vgg": (0.5, 1.0), "depth": (16, 32)}  # vgg: multiplier of the block widths; depth: channels
@@ -85,7 +86,8 @@ def _flip(bits: str, i: int) -> str:
 
 
 def _complement(bits: str) -> str:
-    return "".join("1" if b == "0" else "0" for b in bits)
+    """The other base: every axis at the other level, except label noise, which is 0 in both bases (amendment 1)."""
+    return "".join("1" if b == "0" else "0" for b in bits[:-1]) + "0"
 
 
 def grid() -> list[dict]:
@@ -169,6 +171,8 @@ def is_done(name: str) -> bool:
     try:
         c = json.loads(card.read_text())
         if c.get("smoke_max_epochs") is not None:  # a smoke test's network is never a network of the study
+            return False
+        if c["settings"]["epoch_cap"] != by_name()[name]["epoch_cap"]:  # trained under other settings
             return False
         return all(sha256(net_dir(name) / p) == d for p, d in c["sha256"].items())
     except (OSError, ValueError, KeyError):
@@ -260,8 +264,34 @@ def _onnx_loss_acc(path: Path, x, y):
     return float(-logp[np.arange(len(y)), y].mean()), float((logits.argmax(1) == y).mean())
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """Atomic: a kill leaves the previous checkpoint or the new one, never half of one."""
+    import torch
+
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def run_net(name: str, max_epochs: int | None = None) -> tuple[str, float]:
-    """Train one network and write its model, labels and card. ``max_epochs`` (smoke tests only) lowers the cap."""
+    """Train one network and write its model, labels and card. ``max_epochs`` (smoke tests only) lowers the cap.
+
+    After every epoch the state (weights, optimiser, the batch-order generator, torch's global generator that
+    dropout draws from, the history) is saved to ``checkpoint.pt``; a killed build resumes from it, and the resumed
+    network is bit-identical to one trained without a break (same torch, same CPU kind: see the card's ``segments``).
+    """
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
     import torch.nn.functional as F
@@ -280,8 +310,22 @@ def run_net(name: str, max_epochs: int | None = None) -> tuple[str, float]:
     opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
     g = torch.Generator().manual_seed(SEED)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    hist, converged = [], False
-    for ep in range(1, cap + 1):
+    hist, converged, seconds_before, segments = [], False, 0.0, []
+    ckpt = d / "checkpoint.pt"
+    if ckpt.exists():
+        st = torch.load(ckpt, weights_only=False)
+        if st.get("settings") == {k: v for k, v in s.items()} and st.get("max_epochs") == max_epochs:
+            net.load_state_dict(st["net"])
+            opt.load_state_dict(st["opt"])
+            g.set_state(st["generator"])
+            torch.set_rng_state(st["torch_rng"])
+            hist, converged, seconds_before, segments = st["history"], st["converged"], st["seconds"], st["segments"]
+            print(f"[{name}] resumed after epoch {len(hist)}", flush=True)
+    segments = [*segments, {"from_epoch": len(hist) + 1, "torch": torch.__version__, "cpu": _cpu_model()}]
+    t_seg = time.time()
+    ep = len(hist)
+    while not converged and ep < cap and (not hist or np.isfinite(hist[-1]["train_ce"])):
+        ep += 1
         te = time.time()
         net.train()
         perm = torch.randperm(len(yt), generator=g)
@@ -296,12 +340,23 @@ def run_net(name: str, max_epochs: int | None = None) -> tuple[str, float]:
         ce, acc = _loss_acc(net, x, y)
         hist.append({"epoch": ep, "train_ce": ce, "train_acc": acc, "running_loss": run_loss / len(y)})
         print(f"[{name}] epoch {ep:3d} train CE {ce:.4f} acc {acc:.4f} ({time.time() - te:.1f}s)", flush=True)
-        if not np.isfinite(ce):
-            break
-        if ce <= TARGET_CE:
-            converged = True
-            break
-    train_seconds = time.time() - t0
+        converged = bool(ce <= TARGET_CE)
+        _save_checkpoint(
+            ckpt,
+            {
+                "settings": dict(s),
+                "max_epochs": max_epochs,
+                "net": net.state_dict(),
+                "opt": opt.state_dict(),
+                "generator": g.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "history": hist,
+                "converged": converged,
+                "seconds": seconds_before + time.time() - t_seg,
+                "segments": segments,
+            },
+        )
+    train_seconds = seconds_before + time.time() - t_seg
     path = d / "model.onnx"
     in_shape = tuple(x.shape[1:])
     C.export_onnx(net, path, in_shape)
@@ -324,6 +379,7 @@ def run_net(name: str, max_epochs: int | None = None) -> tuple[str, float]:
         "seed": SEED,
         "torch_threads": 1,
         "torch_version": torch.__version__,
+        "segments": segments,
         "target_train_ce": TARGET_CE,
         "converged": converged,
         "epochs": len(hist),
@@ -376,6 +432,10 @@ def main(argv=None):
                 )
                 print(f"{n['name']:24s} {'done' if is_done(n['name']) else '-':4s} {arch} {s}")
         return
+    # the likely longest first (label noise, then the shapes data, then the larger training sets), so that the last
+    # networks to finish are short ones and every worker stays busy
+    spec = by_name()
+    names = sorted(names, key=lambda x: (-spec[x]["label_noise"], spec[x]["dataset"] != "shapes", -spec[x]["n_train"]))
     todo = [(x, a.max_epochs) for x in names if not is_done(x)]
     print(f"{len(todo)} networks to train", flush=True)
     t0 = time.time()
