@@ -18,7 +18,7 @@ exporters write, and whether the pruned graph still equals the masked one). One 
 the BatchNormalization statistics are set from one batch of 16 seeded standard-normal images (train-mode forward,
 the batch's own mean and variance). With the initial statistics (mean 0, variance 1) the MobileNets' outputs
 fade to about 1e-10 through their depth, which would make the --verify comparison and the latency of the exports
-unlike those of a trained network; with the set statistics every layer's output keeps a scale near 1.
+unlike those of a trained network; with the set statistics the activations keep their scale through the depth.
 
 Output, per export (see models/README.md, "Exports for pruning"):
   models/prune_exports/<name>/model.onnx       git-ignored (5 MB to 530 MB), rebuilt here
