@@ -231,3 +231,23 @@ def initializers_as_inputs():
     m.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in m.graph.initializer)
     onnx.checker.check_model(m, full_check=True)
     return m
+
+
+def se_block(dead=False):
+    """A MobileNetV3 / PP-OCR block as the exporters write it: expand conv → HardSwish → Pad (tf2onnx pads before a
+    stride-2 depthwise conv) → depthwise conv → Clip(0, 6) (ReLU6) → squeeze-and-excitation (GlobalAveragePool →
+    conv → Relu → conv → HardSigmoid, then Mul with the block) → projection conv."""
+    b = B()
+    a = b.op("HardSwish", [b.conv("x", "A", 3, 6)])
+    p = b.op("Pad", [a, b.const("pads", np.asarray([0, 0, 1, 1, 0, 0, 1, 1]))], mode="constant")
+    d = b.conv(p, "D", 6, 6, group=6, pad=0)
+    d = b.op("Clip", [d, b.const("lo", np.float32(0)), b.const("hi", np.float32(6))])
+    s = b.op("Relu", [b.conv(b.op("GlobalAveragePool", [d]), "S1", 6, 3, k=1)])
+    s = b.op("HardSigmoid", [b.conv(s, "S2", 3, 6, k=1)], alpha=1 / 6, beta=0.5)
+    y = b.op("Mul", [d, s])
+    c = b.op("Relu", [b.conv(y, "C", 6, 4, k=1)])
+    m = b.model(b.head(c, 4))
+    if dead:
+        zero(m, {"A.w", "A.b"}, [4])
+        zero(m, {"D.w", "D.b"}, [4])
+    return m

@@ -20,6 +20,7 @@ from prune_graphs import (
     grouped,
     initializers_as_inputs,
     residual,
+    se_block,
     tf2onnx_weights,
     zero,
 )
@@ -221,6 +222,18 @@ def test_initializers_listed_as_inputs_get_their_new_shape():
     pm, rep, _ = check_live(m, [("B", 2), ("B", 4)], expect_layers={"A": [2, 4], "B": [2, 4]})
     inputs = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in pm.graph.input}
     assert inputs["A.w"] == [4, 3, 3, 3] and inputs["bnB.scale"] == [4]
+
+
+def test_se_block_hardswish_pad_clip_hardsigmoid_mul():
+    m = se_block()
+    pg = analyze(m)
+    g = pg.group(layer(m, "D").index)
+    assert g is pg.group(layer(m, "A").index) is pg.group(layer(m, "S2").index) and g.prunable
+    assert "coupled through Mul" in g.how[0] and "depthwise" in g.how
+    pm, rep, _ = check_live(m, [("D", 1), ("D", 4)], expect_layers={"A": [1, 4], "D": [1, 4], "S2": [1, 4]})
+    assert weight_shape(pm, "S1") == (3, 4, 1, 1) and weight_shape(pm, "C") == (4, 4, 1, 1)
+    check_live(m, [("S1", 2)], expect_layers={"S1": [2]})
+    check_dead(se_block(dead=True), [("A", 4)])
 
 
 # --------------------------------------------------------------------------- folding and refusals
