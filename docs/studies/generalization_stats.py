@@ -97,7 +97,13 @@ def resample_weights(dataset, n_resamples: int, seed: int = 0) -> np.ndarray:
 
 def bootstrap(stat, weights: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
     """Percentile CI of stat(w) over the resamples' weights, and the two-sided bootstrap p-value of 0."""
-    vals = np.array([stat(w) for w in weights], dtype=np.float64)
+    return interval([stat(w) for w in weights], level)
+
+
+def interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """Percentile CI of a statistic's values over the resamples (non-finite values left out), and its two-sided
+    bootstrap p-value of 0: 2 · min(share ≤ 0, share ≥ 0), at most 1."""
+    vals = np.asarray(values, dtype=np.float64)
     vals = vals[np.isfinite(vals)]
     if not vals.size:
         return float("nan"), float("nan"), float("nan")
