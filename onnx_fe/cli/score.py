@@ -75,8 +75,6 @@ def score(
     statistics: StatisticsOptions,
 ):
     """Score every conv unit: birth points, feature entropy per class → results.h5 + scores.csv."""
-    from ..experiments.score import run
-
     _set_verbosity(quiet, verbose)
     if report:  # fail before the long work when the report could not be drawn
         from ..report.build import check_can_report
@@ -103,6 +101,11 @@ def score(
         cluster=cluster,
         cluster_options=cluster_option,
     )
+    from ..execution import prestart_for
+
+    prestart_for(cfg.workers, None, cfg.scheduler, cfg.cluster)  # -j N: the workers' server loads as this one does
+    from ..experiments.score import run
+
     result = run(cfg, progress=not _verbosity["quiet"], log=_log, wait=wait)
     if report:
         from .report import write_report

@@ -52,6 +52,16 @@ def will_use_processes(
     return client is None and scheduler is None and cluster is None and (workers or os.cpu_count() or 1) > 1
 
 
+def prestart_for(workers: int | None, client=None, scheduler: str | None = None, cluster: str | None = None) -> bool:
+    """Start the local pool's fork server now (see :func:`~onnx_fe.execution.local.prestart`) when these settings
+    certainly run one: ``workers`` > 1 given, no Dask. (The default -j decides only once the plan is built.) Returns
+    whether it did."""
+    if workers is None or not will_use_processes(workers, client, scheduler, cluster):
+        return False
+    prestart()
+    return True
+
+
 def __getattr__(name):
     if name == "DaskExecutor":
         from .dask import DaskExecutor
@@ -60,4 +70,12 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["DaskExecutor", "ProcessExecutor", "SerialExecutor", "make_executor", "prestart", "will_use_processes"]
+__all__ = [
+    "DaskExecutor",
+    "ProcessExecutor",
+    "SerialExecutor",
+    "make_executor",
+    "prestart",
+    "prestart_for",
+    "will_use_processes",
+]

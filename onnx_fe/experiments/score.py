@@ -24,7 +24,7 @@ from .. import __version__
 from ..config import ScoreConfig
 from ..data import Dataset, Preprocess, npz_preprocess, open_dataset, resolve_preprocess
 from ..errors import DataError, ModelError, OnnxFeError
-from ..execution import make_executor, prestart, will_use_processes
+from ..execution import make_executor, prestart, prestart_for, will_use_processes
 from ..execution.local import worth_a_pool
 from ..io.lock import default_output, output_lock
 from ..io.results import (
@@ -43,7 +43,7 @@ from ..io.results import (
 from ..model.graph import ConvUnit, LoadedModel, conv_weight_l1, load_model, require_units, select_units
 from ..model.runner import MIN_SIDE, Runner, load_prepared, make_runner, ort_message, probe_shapes, weights_dir
 from ..scores.baselines import map_ranks, map_std
-from ..scores.statistics import cell_statistics
+from ..scores.statistics import cell_statistics, merge_class_statistics
 from ..topology import birth_points as _birth_points
 
 
@@ -328,9 +328,12 @@ def run(cfg: ScoreConfig, *, progress=False, log=None, executor=None, wait=False
     log = log or (lambda msg: None)
     out = Path(cfg.output) if cfg.output is not None else default_output(cfg.model)
     t0 = time.perf_counter()
+    if executor is None:  # -j N: a pool for sure; its fork server loads onnx-fe and the engines while the plan is built
+        prestart_for(cfg.workers, client, cfg.scheduler, cfg.cluster)
     plan = Plan.build(cfg, log)  # every input is checked before anything is created or locked
-    if executor is None and will_use_processes(cfg.workers, client, cfg.scheduler, cfg.cluster) and _pool(plan):
-        prestart()  # the worker processes' fork server loads onnx-fe while the driver opens the results file
+    default_pool = cfg.workers is None and will_use_processes(None, client, cfg.scheduler, cfg.cluster)
+    if executor is None and default_pool and _pool(plan):  # the default -j, and a run worth a pool: the server
+        prestart()  # loads while the results file is opened
     with output_lock(out, wait=wait, log=log):
         res = _score_once(cfg, out, plan=plan, progress=progress, log=log, executor=executor, client=client, t0=t0)
         control = None
@@ -456,15 +459,17 @@ def _score_once(
         )
         start = 0
     w = PartialWriter(f, partial)
+    stats = ClassStatistics(w, units, ds.classes, cfg.statistics)
     try:
-        _run_shards(w, plan, start, workers, progress, executor, client, log)
-        _finish(w, lm, ds, units, cfg.statistics, workers)
+        _run_shards(w, plan, start, workers, progress, executor, client, log, stats=stats)
+        _finish(w, lm, units, stats.collect(workers))
         # seconds of the call that completed the run (a resumed run counts its last part only), and when it ended
         w.set_attrs(
             wall_time_s=time.perf_counter() - t0,
             finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
     except BaseException:
+        stats.close()
         if f.id.valid:  # an interruption or another error: keep the .partial for a resume
             w.close()
         raise
@@ -595,7 +600,7 @@ def _layer(plan: Plan, u: ConvUnit, a: np.ndarray, first: int, workers: int, sec
         ma[i : i + step] = mean
         zf[i : i + step] = np.count_nonzero(m == 0, axis=(1, 2)) / (h * w)
         sd[i : i + step] = map_std(m, mean)  # the float64 means above: NumPy skips that pass (same numbers)
-        hr[i : i + step] = map_ranks(m) if plan.config.hrank else -1  # --no-hrank: not computed, not written
+        hr[i : i + step] = map_ranks(m, workers) if plan.config.hrank else -1  # --no-hrank: not computed
         t1 = time.perf_counter()
         bp[i : i + step] = _birth_points(
             m,
@@ -638,10 +643,20 @@ def _pool(plan: Plan, start: int = 0) -> bool:
 
 
 def _run_shards(
-    w: PartialWriter, plan: Plan, start: int, workers: int, progress: bool, executor=None, client=None, log=None
+    w: PartialWriter,
+    plan: Plan,
+    start: int,
+    workers: int,
+    progress: bool,
+    executor=None,
+    client=None,
+    log=None,
+    stats: ClassStatistics | None = None,
 ) -> None:
     """Compute the shards from ``start`` on (``executor``, or the one the config and ``client`` call for) and write
-    each one, in order, as soon as it and all before it are done; ``n_done`` records how far the file is written."""
+    each one, in order, as soon as it and all before it are done; ``n_done`` records how far the file is written.
+    ``stats`` is told how far the file is written, so that it computes a class's statistics as soon as all the
+    class's images are in (in the background while the shards run in other processes)."""
     n = len(plan.dataset)
     cfg = plan.config
     n_maps_per_image = sum(u.channels for u in plan.units)
@@ -663,6 +678,10 @@ def _run_shards(
         bounds = [(s, min(n, s + step)) for s in range(start, n, step)]
         if getattr(ex, "remote", False):
             plan.release_session()  # the workers run the model; the driver only writes
+            if stats is not None:
+                stats.background()  # this process is free while the shards run: statistics as classes complete
+        if stats is not None:
+            stats.advance(start)  # a resumed run: the classes already complete
         devices = set()
         with _progress(progress) as bar:
             on_done = None
@@ -683,6 +702,8 @@ def _run_shards(
                         w.write_chunks(u.index, r.activations[u.index])
                 devices.add(r.device)
                 w.done(e)
+                if stats is not None:
+                    stats.advance(e)
         if devices:
             w.set_attrs(shard_devices=",".join(sorted(devices)))
     finally:
@@ -690,37 +711,113 @@ def _run_shards(
             ex.close()
 
 
-def _finish(w: PartialWriter, lm: LoadedModel, ds, units, so, workers: int = 1) -> None:
-    """Every layer's per-class scores and statistics into the results file. Layers are computed in ``workers``
-    threads (the bootstrap's compiled loops and NumPy's sorts release the GIL; the shards' processes are gone by
-    now) and written in order; each layer's numbers depend on its own birth points alone."""
-    labels = w.f["labels"][()]
-    k = len(ds.classes)
-    # a class's bootstrap resamples are keyed by its name, so they do not depend on which other classes were chosen
-    class_ids = [int.from_bytes(hashlib.sha256(c.encode()).digest()[:7], "little") for c in ds.classes]
+class ClassStatistics:
+    """Every layer's per-class statistics (:func:`~onnx_fe.scores.statistics.cell_statistics`), computed a group of
+    classes at a time as soon as all of their images are written.
 
-    def stats(bp):
+    A cell's statistics depend on its own class's images and keys only, so computing them for groups of classes and
+    merging them (:func:`~onnx_fe.scores.statistics.merge_class_statistics`) gives the numbers of one call on all
+    the images, bit for bit. The images of a folder come class after class, so with the shards in other processes
+    (:meth:`background`) this process computes the first classes' statistics in one thread while the later shards
+    run, and only the classes completed by the last shards are left for the end (:meth:`collect`, in threads). A
+    run in this process computes them all at the end, as one group.
+    """
+
+    def __init__(self, w: PartialWriter, units, classes, so):
+        self.w, self.units, self.so = w, list(units), so
+        self.labels = w.f["labels"][()]
+        self.n_classes = len(classes)
+        # a class's bootstrap resamples are keyed by its name, so they do not depend on which other classes were chosen
+        self.class_ids = np.array(
+            [int.from_bytes(hashlib.sha256(c.encode()).digest()[:7], "little") for c in classes], dtype=np.int64
+        )
+        # the classes in the order they complete: a class is complete once the rows up to its last image are written
+        present = np.unique(self.labels)
+        last = np.array([int(np.flatnonzero(self.labels == c)[-1]) + 1 for c in present], dtype=np.int64)
+        order = np.argsort(last, kind="stable")
+        self._todo = list(zip(last[order].tolist(), present[order].tolist()))
+        self._deferred: list[int] = []  # complete classes not yet computed (no background thread)
+        self._parts: list = []  # (classes, [CellStatistics per layer]) or (classes, Future)
+        self._pool = None
+
+    def background(self) -> None:
+        """From now on compute each newly complete group of classes in a background thread."""
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="onnx-fe-statistics")
+
+    def advance(self, n_done: int) -> None:
+        """Rows [0, n_done) are written: the classes whose images all lie there are complete."""
+        group = []
+        while self._todo and self._todo[0][0] <= n_done:
+            group.append(self._todo.pop(0)[1])
+        if not group:
+            return
+        if self._pool is None:
+            self._deferred.extend(group)
+            return
+        rows = self._rows(group)
+        self._parts.append((group, self._pool.submit(lambda: [self._stats(group, bp) for bp in rows])))
+
+    def _rows(self, group) -> list[np.ndarray]:
+        """Every layer's birth points of the images of the classes ``group``, read from the file."""
+        sel = np.flatnonzero(np.isin(self.labels, group))
+        lo, hi = int(sel[0]), int(sel[-1]) + 1
+        return [self.w.read(u.index, "birth_points", lo, hi)[sel - lo] for u in self.units]
+
+    def _stats(self, group, bp):
+        so = self.so
+        at = np.full(self.n_classes, -1, dtype=np.int64)
+        at[group] = np.arange(len(group))  # the group's classes renumbered 0.. in the order of ``group``
         return cell_statistics(
             bp,
-            labels,
-            k,
+            at[self.labels[np.isin(self.labels, group)]],
+            len(group),
             k=so.rarefy_k,
             level=so.ci_level,
             n_resamples=so.resamples,
             seed=so.bootstrap_seed,
-            class_ids=class_ids,
+            class_ids=self.class_ids[group],
         )
 
-    bps = [w.read(u.index, "birth_points") for u in units]
-    threads = max(1, min(int(workers or 1), len(units)))
-    if threads > 1:
-        from concurrent.futures import ThreadPoolExecutor
+    def collect(self, workers: int = 1) -> list:
+        """Every layer's statistics (a list in the order of the units' layers), once all rows are written. The
+        classes left are computed here, layers in ``workers`` threads (the bootstrap's compiled loops and NumPy's
+        sorts release the GIL; the shards' processes are gone by now)."""
+        if self._todo:
+            raise RuntimeError("not every image is written yet")
+        group = self._deferred
+        if group:
+            rows = self._rows(group)
+            threads = max(1, min(int(workers or 1), len(rows)))
+            if threads > 1:
+                from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(threads) as ex:
-            all_st = list(ex.map(stats, bps))
-    else:
-        all_st = [stats(bp) for bp in bps]
-    del bps
+                with ThreadPoolExecutor(threads) as ex:
+                    per_layer = list(ex.map(lambda bp: self._stats(group, bp), rows))
+            else:
+                per_layer = [self._stats(group, bp) for bp in rows]
+            del rows
+            self._parts.append((group, per_layer))
+            self._deferred = []
+        parts = [(g, p.result() if hasattr(p, "result") else p) for g, p in self._parts]
+        self.close()
+        c = [u.channels for u in self.units]
+        return [
+            merge_class_statistics([(g, p[i]) for g, p in parts], self.n_classes, c[i]) for i in range(len(self.units))
+        ]
+
+    def close(self) -> None:
+        """Stop the background thread (a group being computed finishes; those not started are dropped)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+def _finish(w: PartialWriter, lm: LoadedModel, units, all_st) -> None:
+    """Every layer's per-class scores and statistics (``all_st``: :meth:`ClassStatistics.collect`) into the results
+    file, in order."""
     for u, st in zip(units, all_st):
         # FE and birth rate are the statistics' own (the same numbers as scores.entropy.entropy_table gives, bit
         # for bit: the same counts, the same functions); ineffectiveness is FE / birth rate, FE where no births

@@ -403,8 +403,10 @@ class PartialWriter:
             self.f.attrs["n_done"] = stop
             self.f.flush()
 
-    def read(self, index: int, name: str) -> np.ndarray:
-        return self._get(f"layers/{layer_key(index)}/{name}")[()]
+    def read(self, index: int, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows [start, stop) (default: all) of one layer's dataset ``name``."""
+        ds = self._get(f"layers/{layer_key(index)}/{name}")
+        return ds[()] if start == 0 and stop is None else ds[start:stop]
 
     def put_tables(self, index: int, tables: dict) -> None:
         """Per-layer tables computed at the end (n_images, feature_entropy, …, weight_l1), replacing old ones."""
@@ -559,6 +561,19 @@ def _num(v) -> str:
     return repr(float(v) + 0.0)  # -0.0 + 0.0 == +0.0
 
 
+def _nums(a) -> list[str]:
+    """:func:`_num` of every value of a 1-D array."""
+    return [repr(v + 0.0) for v in np.asarray(a, dtype=np.float64).tolist()]
+
+
+def _cells(a) -> list[str]:
+    """:func:`_cell` of every value of a 1-D array."""
+    a = np.asarray(a)
+    if a.dtype.kind in "iu":
+        return [str(v) for v in a.tolist()]
+    return _nums(a)
+
+
 class _HashingWriter:
     def __init__(self, f):
         self.f, self.h = f, hashlib.sha256()
@@ -636,29 +651,33 @@ def _csv_rows(f, w) -> None:
         per_image = {col: g[d][()] if d in g else None for col, d in CLASS_MEAN_COLUMNS.items()}
         l1 = g["weight_l1"][()]
         extra = [g[c][()] if c in g else None for c in STAT_COLUMNS]
+        n_units = fe.shape[1]
+        blank = [""] * n_units
+        l1_text = _nums(l1)
         for k, cname in enumerate(classes):
             rows = labels == k
             means = {col: None if a is None else _class_mean(a, rows) for col, a in per_image.items()}
             ma_k, zf_k, hr_k, sd_k = (means[c] for c in ("mean_activation", "apoz", "hrank", "activation_std"))
-            for j in range(fe.shape[1]):
-                w.writerow(
-                    [
-                        name,
-                        idx,
-                        j,
-                        cname,
-                        int(n_img[k]),
-                        _num(fe[k, j]),
-                        _num(br[k, j]),
-                        _num(ie[k, j]),
-                        _num(ma_k[j]),
-                        _num(zf_k[j]),
-                        _num(l1[j]),
-                        "" if hr_k is None else _num(hr_k[j]),
-                        "" if sd_k is None else _num(sd_k[j]),
-                        *("" if a is None else _cell(a[k, j]) for a in extra),
-                    ]
+            # a column at a time, each value as _num / _cell writes it (a float array's tolist() gives the same
+            # Python floats as float() of its elements)
+            w.writerows(
+                zip(
+                    [name] * n_units,
+                    [idx] * n_units,
+                    range(n_units),
+                    [cname] * n_units,
+                    [int(n_img[k])] * n_units,
+                    _nums(fe[k]),
+                    _nums(br[k]),
+                    _nums(ie[k]),
+                    _nums(ma_k),
+                    _nums(zf_k),
+                    l1_text,
+                    blank if hr_k is None else _nums(hr_k),
+                    blank if sd_k is None else _nums(sd_k),
+                    *(blank if a is None else _cells(a[k]) for a in extra),
                 )
+            )
 
 
 def _fsync_dir(d: Path) -> None:

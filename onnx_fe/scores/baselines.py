@@ -5,8 +5,9 @@ its own map alone, so the chunk a map is computed in (batch size, shard size, wo
 
 * ``hrank``: the matrix rank of the map (HRank, Lin et al., CVPR 2020, who rank a filter by the average rank of
   its feature maps). It is what ``numpy.linalg.matrix_rank`` gives for the map as float32: the singular values
-  S of the float32 map (LAPACK's float32 SVD, ``numpy.linalg.svd(..., compute_uv=False)``), counted above the
-  tolerance ``S.max() · max(H, W) · eps(float32)``. float32 because the maps are float32: their own rounding
+  S of the float32 map (``numpy.linalg.svd(..., compute_uv=False)``, which runs LAPACK's float64 ``dgesdd`` on the
+  exact float64 copy of the map and rounds the values to float32), counted above the float32 tolerance
+  ``S.max() · max(H, W) · eps(float32)``. float32 because the maps are float32: their own rounding
   (≈ 1e-7 relative) would make nearly every low-rank map full rank against a float64 tolerance, and HRank itself
   took the rank of float32 maps. An all-zero map has rank 0 (found without an SVD). The SVD runs on one BLAS thread (threadpoolctl):
   the shards already run in parallel, and a multithreaded SVD of small matrices is slower on a busy machine.
@@ -53,9 +54,10 @@ def _stack(maps) -> np.ndarray:
     return m
 
 
-def map_ranks(maps) -> np.ndarray:
+def map_ranks(maps, workers: int = 1) -> np.ndarray:
     """Matrix rank of each float32 map of a stack (n, H, W) → int32 (n,), as ``numpy.linalg.matrix_rank`` of each
-    map cast to float32 (its default tolerance)."""
+    map cast to float32 (its default tolerance). ``workers`` > 1 splits the maps between that many threads (LAPACK
+    runs without the GIL, each call on one BLAS thread); a map's rank never depends on it."""
     m = _stack(maps).astype(np.float32, copy=False)
     n, h, w = m.shape
     if n == 0 or h == 0 or w == 0:
@@ -64,12 +66,28 @@ def map_ranks(maps) -> np.ndarray:
     live = np.flatnonzero(m.any(axis=(1, 2)))  # an all-zero map (common after a ReLU) has rank 0: no SVD needed
     if len(live) == 0:
         return out
-    with _one_blas_thread():
-        s = np.linalg.svd(m[live] if len(live) < n else m, compute_uv=False)  # (n, min(H, W)) float32, descending
+    sub = m[live] if len(live) < n else m
+    workers = max(1, int(workers or 1))
+    with _one_blas_thread():  # entered once, here: the limit is process-wide, so the threads below never change it
+        if workers == 1 or len(sub) < 2 * workers:
+            s = _singular_values(sub)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            cut = np.linspace(0, len(sub), workers + 1).astype(int)
+            with ThreadPoolExecutor(workers) as ex:
+                s = np.concatenate(list(ex.map(_singular_values, [sub[a:b] for a, b in zip(cut[:-1], cut[1:])])))
     rtol = np.float32(max(h, w)) * np.finfo(np.float32).eps  # exact: max(H, W) times a power of two
     tol = s.max(axis=-1, keepdims=True) * rtol
     out[live] = np.count_nonzero(s > tol, axis=-1)
     return out
+
+
+def _singular_values(m: np.ndarray) -> np.ndarray:
+    """Singular values of each float32 map, descending → float32 (n, min(H, W)). NumPy computes them in float64
+    (LAPACK ``dgesdd``, values only, on the exact float64 copy of each map) and rounds them to float32; each map's
+    values are computed on their own, whatever other maps share the call."""
+    return np.linalg.svd(m, compute_uv=False)
 
 
 def map_std(maps, mean=None) -> np.ndarray:

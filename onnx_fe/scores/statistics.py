@@ -343,6 +343,23 @@ def cell_statistics(
     return CellStatistics(**out)
 
 
+def merge_class_statistics(parts, n_classes: int, n_units: int) -> CellStatistics:
+    """One layer's statistics of all ``n_classes`` classes from statistics computed for groups of its classes.
+
+    ``parts``: (class indices, :class:`CellStatistics`) pairs, each computed by :func:`cell_statistics` on the
+    images of those classes alone (their labels renumbered 0.. in the order given, and their own ``class_ids``).
+    A cell depends on its own class's images and keys only, so the merged table is the one a single call on all
+    the images gives, bit for bit. A class in no group is a class without images (n_images 0, n_births 0, NaN)."""
+    out = {name: np.full((n_classes, n_units), np.nan) for name in CellStatistics._fields}
+    out["n_images"] = np.zeros(n_classes, dtype=np.int64)
+    out["n_births"] = np.zeros((n_classes, n_units), dtype=np.int64)
+    for classes, st in parts:
+        classes = np.asarray(classes, dtype=np.int64)
+        for name in CellStatistics._fields:
+            out[name][classes] = getattr(st, name)
+    return CellStatistics(**out)
+
+
 def _class_estimates(rows, k, n_res, out, ci):
     """Point estimates of one class's cells; the single-category cells' zero-length intervals.
 

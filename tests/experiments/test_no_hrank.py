@@ -28,7 +28,7 @@ def test_no_hrank_skips_the_svd_and_changes_nothing_else(tmp_path, monkeypatch, 
     full = onnx_fe.score(*DEMO, tmp_path / "full", **OPTS)
     calls = []
     real = baselines.map_ranks
-    monkeypatch.setattr("onnx_fe.experiments.score.map_ranks", lambda m: calls.append(len(m)) or real(m))
+    monkeypatch.setattr("onnx_fe.experiments.score.map_ranks", lambda m, *a: calls.append(len(m)) or real(m, *a))
     args = ["score", DEMO[0], DEMO[1], "-o", tmp_path / "lean", "--no-hrank", "--images-per-class", "3", "-j", "1"]
     code = main([str(a) for a in [*args, "--resamples", "20", "--device", "cpu", "--quiet"]])
     assert code == 0, capsys.readouterr().err

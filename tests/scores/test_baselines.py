@@ -79,6 +79,17 @@ def test_hrank_and_std_do_not_depend_on_the_chunk():
         np.testing.assert_array_equal(map_std(maps[a:b]), s[a:b])
 
 
+@pytest.mark.parametrize("workers", [2, 3, 8])
+def test_hrank_in_threads_is_the_same_map_for_map(workers):
+    maps = np.concatenate([fixed_maps(h, w)[0] for h, w in [(16, 16)] * 3])
+    rng = np.random.default_rng(5)
+    maps = np.concatenate([maps, np.maximum(rng.standard_normal((40, 16, 16)), 0).astype(np.float32)])
+    rng.shuffle(maps)
+    want = np.array([np.linalg.matrix_rank(m) for m in maps])
+    np.testing.assert_array_equal(map_ranks(maps, workers=workers), want)
+    np.testing.assert_array_equal(map_ranks(maps[:3], workers=workers), want[:3])  # fewer maps than threads
+
+
 @pytest.mark.parametrize("h,w", SHAPES + [(112, 112)])
 def test_activation_std_is_numpy_std_in_float64(h, w):
     maps, _ = fixed_maps(h, w)

@@ -192,6 +192,31 @@ def test_results_do_not_depend_on_unit_order_or_sharding(data, draw):
         assert np.array_equal(getattr(full, name)[q], getattr(alone, name)[0], equal_nan=True), name
 
 
+@given(layers(max_images=50, max_units=6, max_value=12, max_classes=4), st.data())
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_classes_computed_in_groups_merge_into_the_whole_table_bit_for_bit(data, draw):
+    # the driver computes groups of classes as their images complete (experiments.score.ClassStatistics)
+    bp, labels, k = data
+    ids = [7 * q + 3 for q in range(k)]
+    kw = dict(k=3, n_resamples=60, seed=2)
+    full = S.cell_statistics(bp, labels, k, class_ids=ids, **kw)
+    present = [int(q) for q in np.unique(labels)]  # a class without images is in no group
+    order = draw.draw(st.permutations(present))
+    cuts = sorted(draw.draw(st.sets(st.integers(1, max(1, len(order) - 1)), max_size=3)))
+    groups = [list(order[a:b]) for a, b in zip([0, *cuts], [*cuts, len(order)]) if order[a:b]]
+    parts = []
+    for g in groups:
+        at = {q: i for i, q in enumerate(g)}
+        rows = np.isin(labels, g)
+        lab = np.array([at[int(q)] for q in labels[rows]], dtype=np.int64)
+        parts.append((g, S.cell_statistics(bp[rows], lab, len(g), class_ids=[ids[q] for q in g], **kw)))
+    merged = S.merge_class_statistics(parts, k, bp.shape[1])
+    for name in S.CellStatistics._fields:
+        a, b = getattr(full, name), getattr(merged, name)
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        assert a.tobytes() == b.tobytes(), name
+
+
 def test_results_do_not_depend_on_chunk_size(monkeypatch):
     rng = np.random.default_rng(8)
     bp = rng.integers(0, 60, size=(90, 40)) * (rng.random((90, 40)) < rng.random(40))
