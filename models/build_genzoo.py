@@ -7,16 +7,19 @@
 
 The grid. Four families: {digits, shapes} × {vgg, depth} (``models/nets.py``: ``vgg``, and ``depthnet``, the
 constant-map-size network). Eight hyperparameter axes with two levels each (level 0 / level 1, see ``AXES``). In every
-family two complementary *base* configurations (a bit string and its complement) and, for each base, the eight
-configurations that differ from it in exactly one axis: 2 × 9 = 18 networks a family, 72 in all. Every axis thus has,
-in every family, two pairs of networks that differ in that axis only, and each axis is at each level in 9 of a
-family's 18 networks. A network is named ``<family>_<bits>`` (bits in the order of ``AXES``).
+family two *base* configurations without label noise (a bit string and its complement in the other seven axes,
+amendment 1 of the pre-registration) and, for each base, the eight configurations that differ from it in exactly one
+axis: 2 × 9 = 18 networks a family, 72 in all. Every axis thus has, in every family, two pairs of networks that differ
+in that axis only; label noise occurs only in a family's two label-noise changes. A network is named
+``<family>_<bits>`` (bits in the order of ``AXES``).
 
 Training. One training seed for every network (``SEED``: the same initial weights wherever two networks have the same
 architecture, the same batch order wherever they have the same batch size and training set), AdamW at a constant
 learning rate, no augmentation. After every epoch the cross-entropy of the whole training set (its training labels,
 eval mode) is measured; training stops at the first epoch where it is <= ``TARGET_CE`` (converged) or at the family's
-epoch cap (not converged: kept and carded, excluded by the pre-registered rule).
+epoch cap (not converged: kept and carded, excluded by the pre-registered rule). The training state is saved after
+every epoch (``checkpoint.pt``), so a killed build resumes where it stopped, bit-identically on the same torch and CPU;
+the card lists the segments with the torch version and CPU of each.
 
 Data. The training images scored by onnx-fe are ``models/data/<dataset>/train`` (500 PNGs, 50 a class); every
 network's training set contains them, and their labels are never corrupted. Digits: the scoring images plus the
