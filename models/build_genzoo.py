@@ -3,7 +3,7 @@
     . /work/venv-build/bin/activate
     python -m models.build_genzoo --list          # the 72 networks, their settings and whether each is done
     python -m models.build_genzoo                 # train every network not yet done, 2 worker processes
-    python -m models.build_genzoo --only digits_vgg_01010101,shapes_depth_00110011 -j 1
+    python -m models.build_genzoo --only digits_vgg_01010101,shapes_depth_01101000 -j 1
 
 The grid. Four families: {digits, shapes} × {vgg, depth} (``models/nets.py``: ``vgg``, and ``depthnet``, the
 constant-map-size network). Eight hyperparameter axes with two levels each (level 0 / level 1, see ``AXES``). In every
