@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import stat
 import statistics
 import tempfile
 import time
@@ -348,6 +349,8 @@ def _save(pm: onnx.ModelProto, output: Path, external: bool) -> str | None:
                 if t.data_type in floats and t.HasField("raw_data") and len(t.raw_data):
                     set_external_data(t, location)
             onnx.save_model(pm, str(tmp / output.name))
+            # onnx writes the weights file readable by its owner only (0600); give it the model file's mode (umask)
+            os.chmod(tmp / location, stat.S_IMODE((tmp / output.name).stat().st_mode))
             os.replace(tmp / location, output.parent / location)
         else:
             onnx.save_model(pm, str(tmp / output.name))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import stat
 
 import numpy as np
 import onnx
@@ -90,6 +91,8 @@ def test_external_data_in_external_data_out(tmp_path):
     assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in skeleton.graph.initializer)
     onnx.checker.check_model(str(out), full_check=True)
     assert r.max_diff < 1e-5
+    # the weights file is as readable as the model file (onnx alone writes it 0600)
+    assert stat.S_IMODE((tmp_path / "p.onnx.data").stat().st_mode) == stat.S_IMODE(out.stat().st_mode)
     # an output whose weights file would be the input's weights file is refused before anything is written
     onnx.save_model(
         affine(),
