@@ -6,7 +6,12 @@
     python benchmarks/bench_pipeline.py scaling    # -j 1 → -j 2, cubical and clique, ResNet-18 at 224²
     python benchmarks/bench_pipeline.py plan       # VGG16 per-map and per-image costs (docs/scaling.md's plan)
     python benchmarks/bench_pipeline.py ratio --images 50   # score / plain onnxruntime, per stage (issue 21 targets)
+    python benchmarks/bench_pipeline.py ratio --nets resnet18,demo --out t.md --json t.json   # some networks, to files
     python benchmarks/bench_pipeline.py all --write   # all of them; the tables go into docs/performance.md
+
+``--out FILE`` writes the tables (markdown, each with its header line) to FILE, ``--json FILE`` every run's raw
+numbers; ``--write`` puts the tables into docs/performance.md instead. ``benchmarks/device_issue21.sh`` runs the
+``ratio`` part on another machine into ``$OUT``.
 
 Each part takes one to three minutes on a 2-core machine. Every measurement is a separate ``onnx-fe score`` run in a
 fresh process (``--child``), so setup and memory are those a user sees; runs that are compared alternate, twice,
@@ -24,6 +29,9 @@ and the best of each is kept, so machine noise hits both sides alike: read the r
   weights count once) and the largest single RSS; CPU time (user + system) is summed over the same processes.
 - ``baseline`` runs the code at ``--baseline`` (a checkout, e.g. ``git worktree add /tmp/old f3d3a42``) against this
   tree with ``PYTHONPATH``, on the same images and options.
+- A run with ``-j`` N > 1 starts the worker pool's fork server before the driver imports the pipeline, as the CLI
+  does (``onnx_fe.execution.prestart_for``); the wall time starts after the imports for every run, and
+  ``wall_with_import`` (in ``--json``) includes them.
 """
 
 from __future__ import annotations
@@ -112,10 +120,17 @@ class _Peak:
             for p in [self.proc, *self.proc.children(recursive=True)]:
                 try:
                     m = p.memory_full_info()
+                    pss.append(m.pss)
+                    rss.append(m.rss)
                 except psutil.Error:
                     continue
-                pss.append(m.pss)
-                rss.append(m.rss)
+                except Exception:  # no smaps (some sandboxes): RSS only, counted as PSS too
+                    try:
+                        m = p.memory_info()
+                    except Exception:
+                        continue
+                    pss.append(m.rss)
+                    rss.append(m.rss)
                 try:
                     t = p.cpu_times()
                     self.cpu[p.pid] = t.user + t.system
@@ -168,6 +183,12 @@ def child(spec: dict) -> dict:
     kw = dict(spec["options"])
     sharded = (Path(onnx_fe.__file__).parent / "execution" / "dask.py").exists()  # this tree's pipeline
     if sharded:
+        try:  # -j N > 1: the pool's fork server loads while this process imports the pipeline, as in the CLI
+            from onnx_fe.execution import prestart_for
+        except ImportError:  # older code
+            prestart_for = None
+        if prestart_for is not None and not spec.get("dask"):
+            prestart_for(kw.get("workers"))
         import onnx_fe.experiments.score as sm
         from onnx_fe.execution import make_executor
 
@@ -534,9 +555,17 @@ def part_ratio(args) -> str:
     and VGG11 at 224², -j 1 and -j 2; the demo's default -j against -j 1. Every run is a fresh process; the runs
     of a network alternate, ``rounds`` times, best kept."""
     pink = pink_images(max(16, args.images))
+    chosen = [n.strip() for n in args.nets.split(",") if n.strip()]
+    unknown = sorted(set(chosen) - {"resnet18", "vgg11", "demo"})
+    if unknown:
+        raise SystemExit(f"--nets: unknown {', '.join(unknown)} (resnet18, vgg11, demo)")
     nets = [
-        ("ResNet-18 224²", net("resnet18"), args.images),
-        ("VGG11 224²", net("vgg11"), max(1, args.images // 4)),
+        (label, net(name), per_class)
+        for name, label, per_class in (
+            ("resnet18", "ResNet-18 224²", args.images),
+            ("vgg11", "VGG11 224²", max(1, args.images // 4)),
+        )
+        if name in chosen
     ]
     lines = [
         "| network | images | -j | plain inference (s) | score (s) | **score / plain** | "
@@ -557,6 +586,7 @@ def part_ratio(args) -> str:
             model, pink, {**kw, "workers": 1, "hrank": False}
         )
         res = best_of(runs, args.rounds)
+        RAW.setdefault("ratio", {})[label] = {name: _raw(r) for name, r in res.items()}
         for j, name in ((1, "score 1"), (1, "score 1 --no-hrank"), (2, "score 2")):
             p, r = res[f"plain {j}"], res[name]
             st = r["stages"]
@@ -569,26 +599,39 @@ def part_ratio(args) -> str:
             )
             print(lines[-1], flush=True)
         assert res["score 1"]["csv"] == res["score 2"]["csv"], f"{label}: -j 1 and -j 2 differ"
+        s1, s2 = res["score 1"], res["score 2"]
         notes.append(
-            f"{label}: `-j 1` → `-j 2` {res['score 1']['wall'] / res['score 2']['wall']:.2f}× end to end "
-            f"(shard phase {res['score 1']['stages']['shards'] / res['score 2']['stages']['shards']:.2f}×; plain "
-            f"inference 1 → 2 threads {res['plain 1']['wall'] / res['plain 2']['wall']:.2f}×)."
+            f"{label}: `-j 1` → `-j 2` {s1['wall'] / s2['wall']:.2f}× end to end "
+            f"(shard phase {s1['stages']['shards'] / s2['stages']['shards']:.2f}×; with the imports, as a CLI call, "
+            f"{s1['wall_with_import'] / s2['wall_with_import']:.2f}×; plain inference 1 → 2 threads "
+            f"{res['plain 1']['wall'] / res['plain 2']['wall']:.2f}×); scores.csv identical."
         )
-    demo = best_of(
-        {
-            "-j 1": lambda: run_child(*DEMO, _opts(images_per_class=None, workers=1)),
-            "default -j": lambda: run_child(*DEMO, _opts(images_per_class=None)),
-        },
-        max(2, args.rounds),
-    )
-    assert demo["-j 1"]["csv"] == demo["default -j"]["csv"]
-    notes.append(
-        f"Demo (200 images of 32²): default `-j` {demo['default -j']['wall']:.2f} s against `-j 1` "
-        f"{demo['-j 1']['wall']:.2f} s: {demo['default -j']['wall'] / demo['-j 1']['wall']:.2f}× the `-j 1` wall."
-    )
+    if "demo" in chosen:
+        demo = best_of(
+            {
+                "-j 1": lambda: run_child(*DEMO, _opts(images_per_class=None, workers=1)),
+                "default -j": lambda: run_child(*DEMO, _opts(images_per_class=None)),
+            },
+            max(2, args.rounds),
+        )
+        RAW.setdefault("ratio", {})["demo"] = {name: _raw(r) for name, r in demo.items()}
+        assert demo["-j 1"]["csv"] == demo["default -j"]["csv"]
+        notes.append(
+            f"Demo (200 images of 32²): default `-j` ({os.cpu_count()} cores) {demo['default -j']['wall']:.2f} s "
+            f"against `-j 1` {demo['-j 1']['wall']:.2f} s: {demo['default -j']['wall'] / demo['-j 1']['wall']:.2f}× "
+            "the `-j 1` wall; scores.csv identical."
+        )
     body = "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes)
     print(body, flush=True)
     return body
+
+
+RAW: dict = {}  # every part's raw results, for --json
+
+
+def _raw(r: dict) -> dict:
+    """A run's numbers without the scores table (kept for the identity checks only)."""
+    return {k: v for k, v in r.items() if k != "csv"}
 
 
 def _timed(fn) -> float:
@@ -644,6 +687,9 @@ def main(argv=None) -> None:
     ap.add_argument("--write", action="store_true", help="put the tables into docs/performance.md")
     ap.add_argument("--no-dask", action="store_true", help="scaling: leave out the Dask LocalCluster rows")
     ap.add_argument("--tag", default="", help="suffix of the docs block's name (keeps several runs of one part)")
+    ap.add_argument("--nets", default="resnet18,vgg11,demo", help="ratio: the networks (resnet18, vgg11, demo)")
+    ap.add_argument("--out", help="write the tables (markdown) to this file")
+    ap.add_argument("--json", help="write every run's raw numbers (JSON) to this file")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -660,6 +706,7 @@ def main(argv=None) -> None:
         flags = f" --images {args.images}" if p in ("stages", "baseline", "scaling", "ratio") else ""
         flags += f" --rounds {args.rounds}" if p != "memory" else ""
         flags += " --no-dask" if args.no_dask and p == "scaling" else ""
+        flags += f" --nets {args.nets}" if p == "ratio" and args.nets != "resnet18,vgg11,demo" else ""
         out[p + args.tag] = (
             f"Measured {time.strftime('%Y-%m-%d %H:%M')} by `python benchmarks/bench_pipeline.py {p}{flags}` on "
             f"{machine()}; load average {os.getloadavg()[0]:.1f} at the end ({time.perf_counter() - t:.0f} s).\n\n{body}"
@@ -667,6 +714,11 @@ def main(argv=None) -> None:
         print(f"\n[{p}: {time.perf_counter() - t:.0f} s]\n", flush=True)
     if args.write:
         write_docs(out)
+    if args.out:
+        text = "\n\n".join(f"<!-- bench_pipeline:{name} -->\n{body}" for name, body in out.items()) + "\n"
+        Path(args.out).write_text(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "argv": sys.argv[1:], **RAW}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
