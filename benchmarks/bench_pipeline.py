@@ -297,7 +297,8 @@ def run_child(
         "every": every,
         "plain": plain,
     }
-    env = dict(os.environ, PYTHONPATH=str(code))
+    # the code first; what the caller's PYTHONPATH holds (e.g. packages installed with pip --target) after it
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(code), os.environ.get("PYTHONPATH")) if p))
     try:
         p = subprocess.run(
             [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
