@@ -39,6 +39,7 @@ MODELS = [
     ("tv_vgg11_bn", "VGG11-BN", None),
     ("keras_mobilenet_v2", "MobileNetV2", None),
     ("pp_textline_cls", "PP-OCR text-line classifier", "48x192"),
+    ("tv_densenet121", "DenseNet-121 (beyond the five)", None),
 ]
 
 
@@ -167,7 +168,10 @@ def table(data: dict) -> str:
             + (f" ({whole})" if whole else "")
             + f" | {rec['channels_removed']} | {fmt_n(p0)} → {fmt_n(p1)} | {fmt_n(m0)} → {fmt_n(m1)} "
             f"| {fmt_b(b0)} → {fmt_b(b1)} | {l0:.1f} → {l1:.1f} ({100 * (l1 - l0) / l0:+.0f} %) "
-            f"| {rec['verify_max_diff']:.1e} ({rec['verify_max_output']:.3g}) |"
+            f"| {rec['verify_max_diff']:.1e} ({rec['verify_max_output']:.3g})"
+            + (f"; {len(rec['folds'])} convs with a folded bias" if rec["folds"] else "")
+            + (f"; {len(rec['inexact'])} reported inexact" if rec["inexact"] else "")
+            + " |"
         )
     return "\n".join(rows)
 

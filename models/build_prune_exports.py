@@ -1,5 +1,6 @@
 """Real framework exports that `onnx-fe prune` is checked on (issue 22, part 4): torchvision ResNet-18 (two
-exporters), MobileNetV3-Large and VGG11-BN, and a Keras MobileNetV2 through tf2onnx. The fifth network of the
+exporters), MobileNetV3-Large and VGG11-BN, and a Keras MobileNetV2 through tf2onnx; beyond the issue's list,
+torchvision DenseNet-121, whose BatchNorm after each Concat exercises the folding of removed channels' constants. The fifth network of the
 coverage, the PP-OCR text-line classifier (a Paddle export), is built by ``models/build_thirdparty.py``.
 
     python -m models.build_prune_exports                        # build venv; the Keras part through --tf-python
@@ -58,6 +59,8 @@ TORCH_EXPORTS = {
     "tv_resnet18_dynamo": ("resnet18", "dynamo"),
     "tv_mobilenet_v3_large": ("mobilenet_v3_large", "legacy"),
     "tv_vgg11_bn": ("vgg11_bn", "legacy"),
+    # beyond the five of the issue: BatchNorm after Concat, so removed channels reach the next conv as a constant
+    "tv_densenet121": ("densenet121", "legacy"),
 }
 KERAS_EXPORTS = ("keras_mobilenet_v2",)
 ALL = tuple(TORCH_EXPORTS) + KERAS_EXPORTS
