@@ -555,23 +555,36 @@ def randomize(path: str | os.PathLike, output: str | os.PathLike, seed: int = 0)
 
 
 def _save(twin, output: Path, side, too_big: bool, rep: RandomizeReport) -> None:
-    if side or too_big:
-        location = output.name + ".data"
-        data_file = output.parent / location
-        if any(same_file(data_file, f) or data_file.resolve() == f.resolve() for f in side):
-            raise OnnxFeError(
-                f"the twin's weights file {data_file} would overwrite the input's; choose another output name"
-            )
-        if data_file.exists():
-            data_file.unlink()  # onnx appends to an existing side file
-        onnx.save_model(
-            twin,
-            str(output),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=location,
-            size_threshold=1024,
+    """Write the twin (and its weights file) in a temporary folder beside the output, then move them into place: a
+    kill or a full disk leaves no half-written file under the output's names."""
+    import shutil
+    import stat
+    import tempfile
+
+    location = output.name + ".data"
+    data_file = output.parent / location
+    external = bool(side or too_big)
+    if external and any(same_file(data_file, f) or data_file.resolve() == f.resolve() for f in side):
+        raise OnnxFeError(
+            f"the twin's weights file {data_file} would overwrite the input's; choose another output name"
         )
-        rep.external_data = str(data_file)
-    else:
-        onnx.save_model(twin, str(output))
+    tmp = Path(tempfile.mkdtemp(prefix=".onnx-fe-randomize-", dir=output.parent))
+    try:
+        if external:
+            onnx.save_model(
+                twin,
+                str(tmp / output.name),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=location,
+                size_threshold=1024,
+            )
+            # onnx writes the weights file readable by its owner only (0600); give it the model file's mode (umask)
+            os.chmod(tmp / location, stat.S_IMODE((tmp / output.name).stat().st_mode))
+            os.replace(tmp / location, data_file)
+            rep.external_data = str(data_file)
+        else:
+            onnx.save_model(twin, str(tmp / output.name))
+        os.replace(tmp / output.name, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

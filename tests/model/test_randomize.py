@@ -354,6 +354,42 @@ def test_external_data_model(tmp_path):
     assert sha(out.parent / "ext_twin.onnx.data") == data_sha
 
 
+def test_external_twin_files_are_readable_like_the_model_and_never_half_written(tmp_path, monkeypatch):
+    """The side file gets the .onnx file's permissions (onnx writes it 0600), and a write that fails part-way leaves
+    neither file under the output's names (the twin is written in a temporary folder and moved into place)."""
+    import stat
+
+    import onnx_fe.model.randomize as mod
+
+    src = tmp_path / "ext.onnx"
+    onnx.save_model(onnx.load(RESNET), src, save_as_external_data=True, location="ext.onnx.data", size_threshold=1024)
+    out = tmp_path / "twin.onnx"
+    randomize(src, out, seed=0)
+    mode = stat.S_IMODE(out.stat().st_mode)
+    assert stat.S_IMODE((tmp_path / "twin.onnx.data").stat().st_mode) == mode
+
+    real_save = onnx.save_model
+
+    def dies_after_writing(model, path, **kw):
+        real_save(model, path, **kw)
+        with open(path, "r+b") as f:
+            f.truncate(10)  # half a file
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(mod.onnx, "save_model", dies_after_writing)
+    fresh = tmp_path / "fresh.onnx"
+    with pytest.raises(OnnxFeError, match="No space left"):
+        randomize(src, fresh, seed=0)
+    assert not fresh.exists() and not (tmp_path / "fresh.onnx.data").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".onnx-fe-")]
+    monkeypatch.undo()
+    with pytest.raises(OnnxFeError):
+        monkeypatch.setattr(mod.onnx, "save_model", dies_after_writing)
+        randomize(src, out, seed=0)  # a failed rewrite keeps the previous twin whole
+    monkeypatch.undo()
+    assert np.isfinite(run(out, (2, 3, 64, 64))).all()
+
+
 def test_too_big_for_one_protobuf_goes_external(tmp_path, monkeypatch):
     """Past the 2 GB protobuf limit the twin is written with external data (the limit lowered to test it)."""
     import onnx_fe.model.randomize as mod
