@@ -720,8 +720,12 @@ class ClassStatistics:
     the images, bit for bit. The images of a folder come class after class, so with the shards in other processes
     (:meth:`background`) this process computes the first classes' statistics in one thread while the later shards
     run, and only the classes completed by the last shards are left for the end (:meth:`collect`, in threads). A
-    run in this process computes them all at the end, as one group.
+    run in this process computes them all at the end, as one group. In the background, a task is at most
+    ``CLASSES_PER_TASK`` classes, and reads its birth points only when it starts: memory stays bounded if the
+    statistics fall behind the shards, and a stopped run waits for one small task at most.
     """
+
+    CLASSES_PER_TASK = 8
 
     def __init__(self, w: PartialWriter, units, classes, so):
         self.w, self.units, self.so = w, list(units), so
@@ -739,6 +743,7 @@ class ClassStatistics:
         self._deferred: list[int] = []  # complete classes not yet computed (no background thread)
         self._parts: list = []  # (classes, [CellStatistics per layer]) or (classes, Future)
         self._pool = None
+        self._stop = threading.Event()
 
     def background(self) -> None:
         """From now on compute each newly complete group of classes in a background thread."""
@@ -757,14 +762,24 @@ class ClassStatistics:
         if self._pool is None:
             self._deferred.extend(group)
             return
-        rows = self._rows(group)
-        self._parts.append((group, self._pool.submit(lambda: [self._stats(group, bp) for bp in rows])))
+        for i in range(0, len(group), self.CLASSES_PER_TASK):
+            chunk = group[i : i + self.CLASSES_PER_TASK]
+            self._parts.append((chunk, self._pool.submit(self._task, chunk)))
 
-    def _rows(self, group) -> list[np.ndarray]:
-        """Every layer's birth points of the images of the classes ``group``, read from the file."""
+    def _task(self, group):
+        """In the background thread: every layer's statistics of the classes ``group`` (None once stopped)."""
+        out = []
+        for bp in self._rows(group):
+            if self._stop.is_set():
+                return None
+            out.append(self._stats(group, bp))
+        return out
+
+    def _rows(self, group):
+        """Every layer's birth points of the images of the classes ``group``, read from the file layer by layer."""
         sel = np.flatnonzero(np.isin(self.labels, group))
         lo, hi = int(sel[0]), int(sel[-1]) + 1
-        return [self.w.read(u.index, "birth_points", lo, hi)[sel - lo] for u in self.units]
+        return (self.w.read(u.index, "birth_points", lo, hi)[sel - lo] for u in self.units)
 
     def _stats(self, group, bp):
         so = self.so
@@ -789,7 +804,7 @@ class ClassStatistics:
             raise RuntimeError("not every image is written yet")
         group = self._deferred
         if group:
-            rows = self._rows(group)
+            rows = list(self._rows(group))
             threads = max(1, min(int(workers or 1), len(rows)))
             if threads > 1:
                 from concurrent.futures import ThreadPoolExecutor
@@ -809,7 +824,9 @@ class ClassStatistics:
         ]
 
     def close(self) -> None:
-        """Stop the background thread (a group being computed finishes; those not started are dropped)."""
+        """Stop the background thread (a task being computed stops after its current layer; those not started are
+        dropped)."""
+        self._stop.set()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

@@ -76,12 +76,13 @@ def threads(monkeypatch):
     [
         ([0] * 6 + [1] * 5 + [2] * 7 + [3] * 4, 4, 0),  # a folder: class after class
         ([0] * 6 + [1] * 5 + [2] * 7 + [3] * 4, 3, 9),  # a resumed run: class 0 was complete before it started
-        ([2, 0, 1, 0, 2, 2, 1, 0, 1, 3, 3, 2], 2, 0),  # interleaved, and class "e" has no images
+        ([2, 0, 1, 0, 2, 2, 1, 0, 1, 3, 3, 2], 2, 0),  # interleaved, and class 4 has no images
+        ([q for q in range(20) for _ in range(3)], 9, 40),  # 13 classes complete at the start: tasks of at most 8
     ],
 )
 def test_classes_are_computed_in_the_background_as_they_complete(threads, labels, shard, start):
     labels = np.array(labels)
-    classes = ["a", "b", "c", "d", "e"]
+    classes = [f"class {q}" for q in range(max(5, int(labels.max()) + 1))]
     bps = _layers(labels)
     w = Writer(labels, bps)
     cs = ClassStatistics(w, _units(bps), classes, SO)
