@@ -369,7 +369,11 @@ def compare(
             out, names, models, data, config, accuracy, plot, log, progress, wait, int(permutations)
         )
         if summary:
-            res.networks = [_summary_row(n, data, config, log) for n in nets]
+            from .generalization import measures_of_models
+
+            log(f"generalisation measures of {len(nets)} network(s)")
+            measures = measures_of_models([n.path for n in nets], data, config)
+            res.networks = [_summary_row(n, m, config) for n, m in zip(nets, measures)]
             res.networks_csv = out / "networks.csv"
             rows = [{k: _clean(v) for k, v in r.items()} for r in res.networks]
             write_rows_csv(res.networks_csv, NETWORKS_COLUMNS, rows)
@@ -383,11 +387,9 @@ def _layer_mean(values) -> float:
     return float(v.mean()) if v.size else float("nan")
 
 
-def _summary_row(net: _Net, data, config, log) -> dict:
-    """One row of networks.csv: the network's own network-level values and its generalisation baselines."""
+def _summary_row(net: _Net, m: dict, config) -> dict:
+    """One row of networks.csv: the network's own network-level values and its generalisation baselines ``m``."""
     import warnings
-
-    from .generalization import network_measures
 
     method = config.method.method
     row = {"model": net.name, "path": str(net.path), "method": method, "layers": len(net.layers)}
@@ -396,8 +398,6 @@ def _summary_row(net: _Net, data, config, log) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a layer whose units are all NaN
         row["mean_activation"] = _layer_mean(np.nanmean(r["unit_values"]["mean_activation"]) for r in net.layers)
-    log(f"{net.name}: generalisation measures")
-    m = network_measures(net.path, data, config=config)
     row.update({k: m[k] for k in NETWORKS_COLUMNS if k in m})
     return row
 

@@ -9,6 +9,7 @@ the machine's thread count. Deterministic: the noise draws come from ``default_r
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -117,16 +118,19 @@ def measures_of(
             ("multiplicative", "pacbayes_mag_flatness", "sigma_multiplicative"),
         ):
 
-            def loss_at(sigma, kind=kind):
+            def loss_at(sigma, limit=math.inf, kind=kind):
                 if sigma == 0:
                     return G.cross_entropy(_logits(sess, image, x, values), labels)
-                losses = [
-                    G.cross_entropy(_logits(sess, image, x, G.perturb(values, e, sigma, kind)), labels) for e in eps
-                ]
+                losses = []
+                for e in eps:
+                    losses.append(G.cross_entropy(_logits(sess, image, x, G.perturb(values, e, sigma, kind)), labels))
+                    early = G.mean_loss_above(losses, len(eps), limit)
+                    if early is not None:  # the remaining draws cannot bring the mean back within the limit
+                        return early
                 return float(np.mean(losses))
 
             lo, hi = G.SIGMA_RANGE[kind]
-            s = G.flatness_sigma(loss_at, lo, hi, delta=delta, steps=steps)
+            s = G.flatness_sigma(loss_at, lo, hi, delta=delta, steps=steps, bounded=True)
             out[sig] = s
             out[key] = 1.0 / (s * s)
     else:
@@ -135,9 +139,13 @@ def measures_of(
     return out
 
 
-def network_measures(model, data, *, config=None, sharpness: bool = True, **options) -> dict:
+def network_measures(
+    model, data, *, config=None, sharpness: bool = True, cache: bool = True, cache_dir=None, **options
+) -> dict:
     """The generalisation measures of ``model`` on ``data`` (the images and preprocessing :func:`onnx_fe.score`
-    would use with the same ``options`` or ``config``)."""
+    would use with the same ``options`` or ``config``). ``cache``: read them from, and keep them in, the user's
+    measures cache (:mod:`onnx_fe.io.measurecache`, or the directory ``cache_dir``; the numbers are the same
+    either way)."""
     from ..config import ScoreConfig
     from .score import Plan
 
@@ -151,7 +159,56 @@ def network_measures(model, data, *, config=None, sharpness: bool = True, **opti
     ds, pre = plan.dataset, plan.preprocess
     x = ds.load(0, len(ds), pre, plan.runner.input_dtype)
     lm = load_model(model)
+    labels = np.asarray(ds.labels)
+    key = None
+    if cache:
+        from ..io import measurecache
+
+        constants = {
+            "sharpness": bool(sharpness),
+            "draws": G.SHARPNESS_DRAWS,
+            "steps": G.SHARPNESS_STEPS,
+            "delta": G.SHARPNESS_DELTA,
+            "sigma_range": {k: list(v) for k, v in G.SIGMA_RANGE.items()},
+            "sharpness_seed": 0,
+            "margin_quantile": G.MARGIN_QUANTILE,
+        }
+        key = measurecache.measures_key(model, x, labels, lm.fixed_batch, constants)
+        hit = measurecache.cached(key, cache_dir)
+        if hit is not None:
+            return hit
     try:
-        return measures_of(lm.model, x, np.asarray(ds.labels), sharpness=sharpness, fixed_batch=lm.fixed_batch)
+        out = measures_of(lm.model, x, labels, sharpness=sharpness, fixed_batch=lm.fixed_batch)
     except OnnxFeError as e:
         raise type(e)(f"{Path(model).name}: {e}") from None
+    if key is not None:
+        measurecache.store(key, out, cache_dir)
+    return out
+
+
+def _measures_job(args) -> dict:
+    model, data, config, cache_dir = args
+    return network_measures(model, data, config=config, cache_dir=cache_dir)
+
+
+def measures_of_models(models, data, config) -> list[dict]:
+    """:func:`network_measures` of each model (with ``config``), in local worker processes when the config asks for
+    more than one (``workers``; None: all cores) and there is more than one model: each measure runs on one
+    onnxruntime thread, so the numbers do not depend on the processes."""
+    import os
+
+    models = [str(m) for m in models]
+    workers = config.workers or os.cpu_count() or 1
+    if config.scheduler is not None or config.cluster is not None:  # the shards' cluster: measures stay local, serial
+        workers = 1
+    workers = min(int(workers), len(models))
+    if workers <= 1:
+        return [network_measures(m, data, config=config) for m in models]
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ..execution.local import _context
+    from ..io import measurecache
+
+    where = measurecache.directory()  # this process's: a fork server's workers may hold an older environment
+    with ProcessPoolExecutor(workers, mp_context=_context(leave_main=True)) as pool:
+        return list(pool.map(_measures_job, [(m, str(data), config, where) for m in models]))

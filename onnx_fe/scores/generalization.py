@@ -243,22 +243,27 @@ def perturb(values: dict[str, np.ndarray], eps: dict[str, np.ndarray], sigma: fl
 
 
 def flatness_sigma(
-    loss_at: Callable[[float], float],
+    loss_at: Callable[..., float],
     lo: float,
     hi: float,
     delta: float = SHARPNESS_DELTA,
     steps: int = SHARPNESS_STEPS,
+    *,
+    bounded: bool = False,
 ) -> float:
     """The largest σ in [lo, hi] with loss_at(σ) − loss_at(0) ≤ δ, by ``steps`` bisections of ln σ.
 
     ``hi`` when already σ = hi keeps the loss within δ, ``lo`` when σ = lo does not. ``loss_at`` should use the
-    same noise for every σ (then the search is a deterministic function of the network)."""
+    same noise for every σ (then the search is a deterministic function of the network). ``bounded``: call
+    ``loss_at(σ, limit)`` instead, with limit = loss_at(0) + δ; it may then stop early and return any value above
+    the limit once it knows its loss exceeds it (:func:`mean_loss_above`), which leaves every decision, so the
+    result, unchanged."""
     if not 0 < lo < hi:
         raise ValueError("need 0 < lo < hi")
     base = loss_at(0.0)
 
     def ok(s):
-        v = loss_at(s)
+        v = loss_at(s, base + delta) if bounded else loss_at(s)
         return bool(np.isfinite(v)) and v - base <= delta
 
     if ok(hi):
@@ -273,6 +278,17 @@ def flatness_sigma(
         else:
             b = mid
     return float(math.exp(a))
+
+
+def mean_loss_above(losses, n: int, limit: float) -> float | None:
+    """Whether the mean of ``n`` non-negative losses, of which ``losses`` are the first, is sure to exceed ``limit``
+    (or to be NaN): then a value the mean's test against ``limit`` reads the same way (the partial mean, a lower
+    bound of the mean, or NaN); else None. The margin keeps the answer exact under rounding."""
+    v = np.asarray(losses, dtype=np.float64)
+    if not np.isfinite(v).all():
+        return float("nan")  # the mean is NaN or +inf: σ fails either way
+    low = math.fsum(v) / n  # the losses still to come are ≥ 0
+    return low if low > limit + 1e-9 * (1.0 + abs(limit)) else None
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -31,7 +31,9 @@ def summary(tmp_path_factory):
     assert main(["randomize", str(DEMO / "model.onnx"), "-o", str(twin), "-q"]) == 0
     out = root / "out"
     args = ["compare", DEMO / "model.onnx", twin, DEMO / "data", "-n", "3", "--summary", "--permutations", "0"]
-    code = main([str(a) for a in [*args, "--no-plot", "-q", "--device", "cpu", "-o", out]])
+    with pytest.MonkeyPatch.context() as mp:  # the measures are computed here, not read from a user's cache
+        mp.setenv("ONNX_FE_CACHE_DIR", str(root / "cache"))
+        code = main([str(a) for a in [*args, "--no-plot", "-q", "--device", "cpu", "-o", out]])
     assert code == 0
     return out, twin
 
@@ -74,9 +76,10 @@ def test_baselines_read_the_weights_of_each_network(summary):
     assert math.isfinite(key["inverse_margin"]) and key["inverse_margin"] > 0
 
 
-def test_summary_is_reproducible(summary, tmp_path):
+def test_summary_is_reproducible(summary, tmp_path, monkeypatch):
     out, twin = summary
     again = tmp_path / "again"
+    monkeypatch.setenv("ONNX_FE_CACHE_DIR", str(tmp_path / "cache"))  # computed again (in 2 processes), not read
     args = ["compare", DEMO / "model.onnx", twin, DEMO / "data", "-n", "3", "--summary", "--permutations", "0"]
     assert main([str(a) for a in [*args, "--no-plot", "-q", "--device", "cpu", "-o", again, "-j", "2"]]) == 0
     a, b = pd.read_csv(out / "networks.csv"), pd.read_csv(again / "networks.csv")

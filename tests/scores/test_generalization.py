@@ -179,3 +179,30 @@ def test_measures_are_deterministic_and_the_graph_is_left_alone():
     y = np.arange(12) % 3
     a, b = measures_of(m, x, y, draws=2, steps=4), measures_of(m, x, y, draws=2, steps=4)
     assert a == b and m.SerializeToString() == before
+
+
+def test_bounded_search_stops_draws_early_and_finds_the_same_sigma():
+    # a mean over 4 draws of (1 + k/4)·σ² with loss(0) = 0: the bounded search may stop a σ's draws once their
+    # partial mean is above loss(0) + δ, and still takes every decision, so σ*, as the full search does
+    n, delta = 4, 0.1
+    used = []
+
+    def loss_at(s, limit=math.inf):
+        losses = []
+        for k in range(n):
+            losses.append((1 + k / n) * s * s)
+            early = G.mean_loss_above(losses, n, limit)
+            if early is not None:
+                used.append(k + 1)
+                return early
+        used.append(n)
+        return float(np.mean(losses))
+
+    full = G.flatness_sigma(loss_at, 1e-4, 1.0, delta=delta, steps=16)
+    n_full = sum(used)
+    used.clear()
+    bounded = G.flatness_sigma(loss_at, 1e-4, 1.0, delta=delta, steps=16, bounded=True)
+    assert bounded == full and sum(used) < n_full
+    assert G.mean_loss_above([0.5, 0.7], 4, 0.2) == pytest.approx(0.3)  # 1.2 / 4 > 0.2: the mean is above
+    assert G.mean_loss_above([0.5, 0.7], 4, 0.3) is None  # 0.3 is not above 0.3: not sure yet
+    assert math.isnan(G.mean_loss_above([0.1, float("nan")], 4, 10.0))  # a NaN draw: the mean is NaN
