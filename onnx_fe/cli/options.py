@@ -266,7 +266,7 @@ WORKERS = typer.Option(
     "--workers",
     "-j",
     help="Local worker processes (inference and birth points; 1: all in this process)",
-    show_default="all cores",
+    show_default="the cores this process may use",
     rich_help_panel="Execution",
 )
 

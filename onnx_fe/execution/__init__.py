@@ -46,10 +46,10 @@ def make_executor(
 def will_use_processes(
     workers: int | None, client=None, scheduler: str | None = None, cluster: str | None = None
 ) -> bool:
-    """Whether :func:`make_executor` will start local worker processes (``workers`` None: all cores)."""
-    import os
+    """Whether :func:`make_executor` will start local worker processes (``workers`` None: every usable core, :func:`~onnx_fe.execution.cpus.usable_cpus`)."""
+    from .cpus import usable_cpus
 
-    return client is None and scheduler is None and cluster is None and (workers or os.cpu_count() or 1) > 1
+    return client is None and scheduler is None and cluster is None and (workers or usable_cpus()) > 1
 
 
 def prestart_for(workers: int | None, client=None, scheduler: str | None = None, cluster: str | None = None) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError, OnnxFeError
+from ..execution.cpus import usable_cpus
 from ..scores import generalization as G
 
 MEASURES = (
@@ -195,10 +196,9 @@ def measures_of_models(models, data, config) -> list[dict]:
     """:func:`network_measures` of each model (with ``config``), in local worker processes when the config asks for
     more than one (``workers``; None: all cores) and there is more than one model: each measure runs on one
     onnxruntime thread, so the numbers do not depend on the processes."""
-    import os
 
     models = [str(m) for m in models]
-    workers = config.workers or os.cpu_count() or 1
+    workers = config.workers or usable_cpus()
     if config.scheduler is not None or config.cluster is not None:  # the shards' cluster: measures stay local, serial
         workers = 1
     workers = min(int(workers), len(models))

@@ -18,7 +18,6 @@ workers, the batch size or the shard size. The driver writes each shard into ``i
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -33,6 +32,7 @@ import onnx
 from ..config import ScoreConfig, _int
 from ..errors import DataError, ModelError, OnnxFeError
 from ..execution import make_executor, prestart, will_use_processes
+from ..execution.cpus import usable_cpus
 from ..io import importance as store
 from ..io.lock import default_output, output_lock
 from ..model.graph import ConvUnit
@@ -613,7 +613,7 @@ def _run_into(cfg, plan: ImportancePlan, out: Path, notes, t0, progress, log, cl
     sc, ds, lm, spec = cfg.score, plan.dataset, plan.model, plan.spec
     params = _params(cfg, plan)
     final, partial = out / "importance.h5", out / "importance.h5.partial"
-    workers = sc.workers or os.cpu_count() or 1
+    workers = sc.workers or usable_cpus()
     meta = {
         "model_path": str(lm.path),
         "model_sha256": lm.sha256,

@@ -25,6 +25,7 @@ from ..config import ScoreConfig
 from ..data import Dataset, Preprocess, npz_preprocess, open_dataset, resolve_preprocess
 from ..errors import DataError, ModelError, OnnxFeError
 from ..execution import make_executor, prestart, prestart_for, will_use_processes
+from ..execution.cpus import usable_cpus
 from ..execution.local import worth_a_pool
 from ..io.lock import default_output, output_lock
 from ..io.results import (
@@ -403,7 +404,7 @@ def _score_once(
     log = log or (lambda msg: None)
     plan = plan or Plan.build(cfg, log)
     lm, ds, runner, units = plan.model, plan.dataset, plan.runner, plan.units
-    workers = cfg.workers or os.cpu_count() or 1
+    workers = cfg.workers or usable_cpus()
     params = {
         "model_sha256": lm.sha256,
         "data_sha256": ds.fingerprint(),

@@ -7,7 +7,6 @@ first hole) and ``cripser`` (the full persistence diagram; the oracle in tests).
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -100,7 +99,11 @@ def birth_points(
         fn = lambda chunk: early_birth_points(chunk, **p)
     else:
         fn = lambda chunk: cubical_batch(chunk, **p)
-    workers = max(1, int(workers or os.cpu_count() or 1))
+    if not workers:
+        from ..execution.cpus import usable_cpus  # here: execution imports the pipeline, which imports this module
+
+        workers = usable_cpus()
+    workers = max(1, int(workers))
     if workers == 1 or n < 2 * workers:
         return np.asarray(fn(a), dtype=np.int32)
     bounds = np.linspace(0, n, min(n, workers * 4) + 1).astype(int)
