@@ -251,3 +251,101 @@ def se_block(dead=False):
         zero(m, {"A.w", "A.b"}, [4])
         zero(m, {"D.w", "D.b"}, [4])
     return m
+
+
+def _silu(b, x):
+    return b.op("Mul", [x, b.op("Sigmoid", [x])])
+
+
+def _halves(b, x, c, form, opset):
+    """The two channel halves of ``x`` (``c`` channels) as an exporter writes a chunk: Split with the sizes as an
+    input (opset 13+), as the ``split`` attribute (opset < 13), with ``num_outputs`` (opset 18), without sizes
+    (equal parts), or two Slices on axis 1 (``slice``) or on axis -3 (``slice-neg``)."""
+    h = c // 2
+    if form.startswith("slice"):
+        ax = b.const(b.t("axes"), np.asarray([1 if form == "slice" else -3]))
+        lo = b.op("Slice", [x, b.const(b.t("starts"), np.asarray([0])), b.const(b.t("ends"), np.asarray([h])), ax])
+        end = np.asarray([np.iinfo(np.int64).max])  # as torch writes x[:, h:]
+        hi = b.op("Slice", [x, b.const(b.t("starts"), np.asarray([h])), b.const(b.t("ends"), end), ax])
+        return lo, hi
+    outs = [b.t("split"), b.t("split")]
+    if form == "sizes" and opset >= 13:
+        ins, attrs = [x, b.const(b.t("sizes"), np.asarray([h, h]))], {}
+    elif form == "sizes":
+        ins, attrs = [x], {"split": [h, h]}
+    elif form == "num_outputs":
+        ins, attrs = [x], {"num_outputs": 2}
+    else:
+        ins, attrs = [x], {}
+    b.nodes.append(helper.make_node("Split", ins, outs, name=outs[0], axis=1, **attrs))
+    return outs
+
+
+def c2f(form="sizes", opset=OPSET, dead=False):
+    """A YOLOv8 C2f block: cv1 → SiLU → split in two halves → a bottleneck (two convs and the shortcut Add) on the
+    second half → Concat(first half, second half, bottleneck) → cv2."""
+    b = B()
+    y = _silu(b, b.conv("x", "cv1", 3, 8, k=1))
+    a, h = _halves(b, y, 8, form, opset)
+    m = _silu(b, b.conv(h, "m1", 4, 4))
+    m = b.op("Add", [h, _silu(b, b.conv(m, "m2", 4, 4))])
+    j = b.op("Concat", [a, h, m], axis=1)
+    out = _silu(b, b.conv(j, "cv2", 12, 6, k=1))
+    model = b.model(b.head(out, 6), opset=opset)
+    if dead:  # a channel of each half, with the bottleneck's output channel it is added to
+        zero(model, {"cv1.w", "cv1.b"}, [1, 6])
+        zero(model, {"m2.w", "m2.b"}, [2])
+    return model
+
+
+def _shuffle(b, x, c, groups=2, target_batch=0):
+    """torchvision's channel_shuffle: Reshape (N, g, C/g, H, W) → Transpose(0, 2, 1, 3, 4) → Reshape (N, C, H, W)."""
+    r = b.op("Reshape", [x, b.const(b.t("shape"), np.asarray([target_batch, groups, c // groups, 4, 4]))])
+    t = b.op("Transpose", [r], perm=[0, 2, 1, 3, 4])
+    return b.op("Reshape", [t, b.const(b.t("shape"), np.asarray([target_batch, c, 4, 4]))])
+
+
+def _cbr(b, x, name, cin, cout, k=1, group=1, stride=1, relu=True):
+    y = b.conv(x, name, cin, cout, k=k, group=group, bias=False)
+    if stride != 1:
+        node = b.nodes[-1]
+        node.attribute.append(helper.make_attribute("strides", [stride, stride]))
+    y = b.bn(y, f"bn{name}", cout)
+    return b.op("Relu", [y]) if relu else y
+
+
+def shufflenet_stage(form="sizes", opset=OPSET, dead=False):
+    """A ShuffleNetV2 stage as torchvision writes it: a stride-2 unit (branch1: depthwise 3×3 s2 → BN → 1×1 → BN →
+    ReLU; branch2: 1×1 → BN → ReLU → depthwise 3×3 s2 → BN → 1×1 → BN → ReLU; Concat; channel shuffle), then a
+    stride-1 unit (the channels split in halves, branch2 on the second, Concat with the first, channel shuffle),
+    then a conv."""
+    b = B()
+    x = b.op("Relu", [b.conv("x", "A", 3, 8)])
+    b1 = _cbr(b, _cbr(b, x, "b1dw", 8, 8, k=3, group=8, stride=2, relu=False), "b1pw", 8, 4)
+    b2 = _cbr(b, x, "b2pw1", 8, 4)
+    b2 = _cbr(b, _cbr(b, b2, "b2dw", 4, 4, k=3, group=4, stride=2, relu=False), "b2pw2", 4, 4)
+    y = _shuffle(b, b.op("Concat", [b1, b2], axis=1), 8)
+    x1, x2 = _halves(b, y, 8, form, opset)
+    u = _cbr(b, x2, "u2pw1", 4, 4)
+    u = _cbr(b, _cbr(b, u, "u2dw", 4, 4, k=3, group=4, relu=False), "u2pw2", 4, 4)
+    y = _shuffle(b, b.op("Concat", [x1, u], axis=1), 8)
+    c = b.op("Relu", [b.conv(y, "C", 8, 6, k=1)])
+    m = b.model(b.head(c, 6), opset=opset)
+    if dead:  # stride-2 unit: position 1 of both branches (one column of the shuffle)
+        zero(m, {"bnb1pw.scale", "bnb1pw.bias"}, [1])
+        zero(m, {"bnb2pw2.scale", "bnb2pw2.bias"}, [1])
+        # that column reaches the stride-1 unit's first half at positions 2, 3: coupled with its branch's 2, 3
+        zero(m, {"bnu2pw2.scale", "bnu2pw2.bias"}, [2, 3])
+    return m
+
+
+def gather_channels(opset=OPSET, dead=False):
+    """conv → Gather(axis 1) with constant indices that permute, drop and repeat channels → conv."""
+    b = B()
+    a = b.op("Relu", [b.conv("x", "A", 3, 6)])
+    g = b.op("Gather", [a, b.const("idx", np.asarray([5, 0, -3, 3, 1]))], axis=1)
+    c = b.op("Relu", [b.conv(g, "C", 5, 4)])
+    m = b.model(b.head(c, 4), opset=opset)
+    if dead:
+        zero(m, {"A.w", "A.b"}, [3])
+    return m

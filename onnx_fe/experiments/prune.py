@@ -220,10 +220,11 @@ def _rounded(n_remove: int, n: int, step: int) -> int:
 def choose_by_ratio(pg: PruneGraph, r, ratio: float, allowed_layers=None, round_to: int | None = None) -> list[int]:
     scores = _class_scores(pg, r, allowed_layers)
     removed = []
+    floors = pg.floors()  # every layer, Split part, Slice and Gather keeps a channel
     for g in _eligible(pg, scores, allowed_layers):
         n = min(int(round(ratio * len(g.classes))), len(g.classes) - 1)
         n = _rounded(n, len(g.classes), _step(pg, g, round_to))
-        removed.extend(_order(g, scores)[:n])
+        removed.extend(floors.pick(_order(g, scores), n))
     return removed
 
 
@@ -280,7 +281,7 @@ def choose_global(
     cand = []
     orders, steps = {}, {}
     for g in groups:
-        orders[g.id] = _order(g, scores)[: len(g.classes) - 1]
+        orders[g.id] = pg.floors().pick(_order(g, scores), len(g.classes) - 1)
         steps[g.id] = (_step(pg, g, round_to), len(g.classes))
         for k, c in enumerate(orders[g.id]):
             cand.append((-scores[c], g.id, k, c))
@@ -296,7 +297,8 @@ def choose_global(
         for gid, k in counts.items():
             step, n = steps[gid]
             out.extend(orders[gid][: _rounded(k, n, step)])
-        return sorted(out)
+        floors = pg.floors()  # a Split part, Slice or Gather that spans groups keeps a channel too
+        return sorted(floors.pick(out, len(out)))
 
     mm = _MacModel(pg)
     m0 = mm.macs(np.zeros(0, dtype=np.int64))

@@ -17,19 +17,30 @@ ids, one per position along its channel axis (the axis is tracked, so Transpose,
   one and position ``i`` of the other are one channel (union-find), e.g. a residual Add or the channel attention
   Mul of a squeeze-and-excitation block; a tensor of one channel (broadcast) couples nothing;
 * Concat on the channel axis lays the ids of its inputs end to end (offsets); on another axis it couples them;
+* Split, Slice (constant bounds, step 1) and Gather (a constant index vector) on the channel axis give each output
+  the ids of the positions it takes: a channel goes from the one part that holds it (YOLOv8's C2f halves), the
+  producer loses the union of what its parts lose, and the sizes / bounds / indices are rewritten (new constants);
+  no part is left without a channel;
+* a channel shuffle, Reshape (N, C, H, W) → (N, g, C/g, H, W), Transpose of g and C/g, Reshape back (ShuffleNet),
+  couples position ``p`` of every group (as a grouped conv does), so that every group keeps the same width and the
+  same positions; the tensor in between carries one id per position (the g axis is tracked beside it) and the two
+  Reshape targets are rewritten for the new width;
 * Flatten, or a Reshape that flattens (N, C, H, W) to (N, C·H·W), repeats each id H·W times in the order of the
   flat features, which then select rows of a Gemm / MatMul weight (after GlobalAveragePool: one row per channel).
 
 A *class* is a set of ids joined by coupling: the channels that must go together. A *group* is the set of conv
 layers whose channels share classes (a residual stage, an expand conv and its depthwise conv, …). A class is
 *unprunable*, with a reason, when it meets anything the analysis cannot follow: the model's input channels, a graph
-output, a Reshape that mixes channels, Softmax or a reduction over the channel axis, Slice/Gather/Split of channels,
-a tensor of the same width that does not come from a conv, an op it does not know.
+output, a Reshape that mixes channels (other than the channel shuffle), Softmax or a reduction over the channel
+axis, a Slice with a step on the channels or computed bounds, a Gather or Split with computed indices or sizes, the
+grouped tensor of a shuffle read by anything but element-wise ops, a Transpose and the Reshape back, a tensor of the
+same width that does not come from a conv, an op it does not know.
 
 **Removal** (:meth:`PruneGraph.apply`) slices every constant that indexes a removed channel: the conv's weight rows
 and bias, the next convs' weight columns (per group; a depthwise conv's ``group`` shrinks with its channels), BN
 and per-channel constants, the rows of a Gemm/MatMul weight, and rewrites the shape constant of a flattening
-Reshape. Constants are read wherever they live (initializers, Constant nodes, behind Identity/Cast/Transpose/
+Reshape, the sizes of a Split, the bounds of a Slice, the indices of a Gather and the targets of a shuffle's Reshapes
+on the channels (always as new constants). Constants are read wherever they live (initializers, Constant nodes, behind Identity/Cast/Transpose/
 Reshape/Squeeze/Unsqueeze/Flatten as tf2onnx and Paddle write them); a constant used by nothing else is edited in
 place, otherwise the node gets its own new initializer. Nodes and constants left unused are dropped.
 
@@ -111,6 +122,10 @@ class Lab:
     ids: np.ndarray  # int64, one per position
     axis: int
     rank: int
+    # a channel shuffle's (N, g, C/g, …) tensor: the axis of the g groups (``axis`` is the C/g one, whose ids stand
+    # for their column: position p of every group is one class) and g; None for an ordinary tensor
+    gaxis: int | None = None
+    groups: int = 1
 
 
 @dataclass
@@ -196,6 +211,42 @@ class _UF:
         return self.poison.get(self.find(root))
 
 
+class Floors:
+    """Sets of classes of which at least one must stay; :meth:`pick` takes classes in order while each set keeps
+    one (a prefix of what it takes is always a valid removal)."""
+
+    def __init__(self, sets):
+        self.left: list[int] = []
+        self.member: dict[int, list[int]] = {}
+        self.gone: set[int] = set()
+        for k, roots in enumerate(sets):
+            distinct = np.unique(np.asarray(roots, dtype=np.int64)).tolist()
+            self.left.append(len(distinct))
+            for r in distinct:
+                self.member.setdefault(int(r), []).append(k)
+
+    def take(self, root: int) -> bool:
+        root = int(root)
+        if root in self.gone:
+            return True
+        sets = self.member.get(root, [])
+        if any(self.left[k] <= 1 for k in sets):
+            return False
+        for k in sets:
+            self.left[k] -= 1
+        self.gone.add(root)
+        return True
+
+    def pick(self, order, n: int) -> list[int]:
+        out = []
+        for r in order:
+            if len(out) >= n:
+                break
+            if self.take(r):
+                out.append(int(r))
+        return out
+
+
 def infer_shapes(model: onnx.ModelProto, input_hw=None) -> dict[str, list]:
     """Every tensor's dims (int, or None when unknown) as onnx shape inference finds them (with data propagation,
     so that computed Reshape shapes are known); ``input_hw`` fixes a dynamic image size for the inference only."""
@@ -251,6 +302,8 @@ class PruneGraph:
         self.conv_out: dict[int, str] = {}  # layer index -> conv output tensor
         self.conv_kind: dict[str, str] = {}  # conv node output -> normal / depthwise / grouped
         self.couplings: dict[int, set] = {}  # id root -> kinds of coupling met (set later per root)
+        self.picks: dict[str, tuple] = {}  # Split/Slice/Gather output -> (input, input positions, node label)
+        self.regroup: dict[str, tuple] = {}  # channel shuffle Reshape output -> ("split"|"tile"|"repeat", g)
         self._coupled: list[tuple[np.ndarray, str]] = []
         self._walk()
         self._finish()
@@ -326,6 +379,15 @@ class PruneGraph:
         op = node.op_type
         ins = list(node.input)
         labs = [self.labels.get(i) if i else None for i in ins]
+        if any(lab is not None and lab.gaxis is not None for lab in labs) and not (
+            op in UNARY or op in ("Transpose", "Reshape", "Shape", "Size")
+        ):
+            return self._spoil_all(
+                node,
+                labs,
+                f"read by {_label(node)} while its channels are split into groups by a Reshape (only a channel "
+                "shuffle, element-wise ops, Transpose and the Reshape back, is followed)",
+            )
         if op == "Conv":
             return self._conv(node, labs[0])
         if op == "ConvTranspose":
@@ -367,8 +429,9 @@ class PruneGraph:
         if op == "Concat":
             return self._concat(node, labs)
         if op == "Transpose":
-            perm = _attr(node, "perm") or list(range(x.rank))[::-1]
-            self.labels[out] = Lab(x.ids, list(perm).index(x.axis), x.rank)
+            perm = list(_attr(node, "perm") or list(range(x.rank))[::-1])
+            gaxis = None if x.gaxis is None else perm.index(x.gaxis)
+            self.labels[out] = Lab(x.ids, perm.index(x.axis), x.rank, gaxis, x.groups)
             return
         if op in ("Squeeze", "Unsqueeze"):
             return self._squeeze(node, x)
@@ -394,6 +457,8 @@ class PruneGraph:
             return
         if op in ("Slice", "Split"):
             return self._slice(node, x, labs)
+        if op == "Gather":
+            return self._gather(node, labs)
         if op in ("Shape", "Size"):
             return
         return self._spoil_all(node, labs, f"{why} (an op the pruner does not follow)")
@@ -660,6 +725,11 @@ class PruneGraph:
             if target is None or any(e == 0 for e in target if isinstance(e, int)):
                 return self._spoil_all(node, labs, f"{_label(node)} has allowzero=1 and a target that may hold 0")
         c = len(x.ids)
+        if x.gaxis is not None or len(outs) == len(ins) + 1:
+            if self._regroup(node, x, ins, outs, allowzero):
+                return
+            if x.gaxis is not None:
+                return self._spoil_all(node, labs, f"{_label(node)} does not merge the channel shuffle's groups back")
         if len(outs) == 2 and all(d is not None for i, d in enumerate(ins) if i not in (0, x.axis)):
             feat = int(np.prod([d if i != x.axis else c for i, d in enumerate(ins) if i > 0]))
             if outs[1] == feat and (outs[0] == ins[0] or (outs[0] is None and ins[0] is None)):
@@ -688,6 +758,57 @@ class PruneGraph:
             self.edits.append(Edit("reshape", node, self._k, node.output[0], extra=extra))
             return
         return self._spoil_all(node, labs, why)
+
+    def _regroup(self, node, x: Lab, ins: list, outs: list, allowzero: int) -> bool:
+        """A channel shuffle's Reshapes: (…, C, …) → (…, g, C/g, …) splits the channels into g groups, coupling
+        position p of every group (after pruning, every group keeps the same positions and the shuffle stays one);
+        the Reshape that merges the two axes again (after a Transpose that swaps them, or not) lays the columns out
+        in the merged order. False when the Reshape is neither."""
+        same = (ins[0] == outs[0] or (ins[0] is None and outs[0] is None)) and all(
+            d is not None for d in list(ins[1:]) + list(outs[1:])
+        )
+        if not same:
+            return False
+        c, a = len(x.ids), x.axis
+        if x.gaxis is None:
+            g, cg = outs[a], outs[a + 1] if a + 1 < len(outs) else None
+            if (
+                len(outs) != len(ins) + 1
+                or outs[:a] != ins[:a]
+                or outs[a + 2 :] != ins[a + 1 :]
+                or g is None
+                or cg is None
+                or g < 2
+                or g * cg != c
+            ):
+                return False
+            for p in range(cg):
+                col = x.ids[p::cg]
+                self.couple(col[:1].repeat(len(col)), col, "channel shuffle")
+            self.labels[node.output[0]] = Lab(x.ids[:cg].copy(), a + 1, x.rank + 1, a, g)
+            self.regroup[node.output[0]] = ("split", g)
+            new_axis = a + 1
+        else:
+            lo, g = min(a, x.gaxis), x.groups
+            if (
+                abs(a - x.gaxis) != 1
+                or len(outs) != len(ins) - 1
+                or outs[:lo] != ins[:lo]
+                or outs[lo + 1 :] != ins[lo + 2 :]
+                or outs[lo] != g * c
+            ):
+                return False
+            how = "tile" if x.gaxis < a else "repeat"  # groups outermost: p of group i at i·C/g + p; else p·g + i
+            ids = np.tile(x.ids, g) if how == "tile" else np.repeat(x.ids, g)
+            self.labels[node.output[0]] = Lab(ids, lo, x.rank - 1)
+            self.regroup[node.output[0]] = (how, g)
+            self._coupled.append((ids, "channel shuffle"))
+            new_axis = lo
+        target = [0] + [-1 if i == new_axis else int(d) for i, d in enumerate(outs) if i > 0]
+        self.edits.append(
+            Edit("reshape", node, self._k, node.output[0], extra={"target": target, "allowzero": allowzero})
+        )
+        return True
 
     def _shape_value(self, name: str, depth: int = 0):
         """The entries of a small 1-D int tensor computed from shapes and constants: ints, or ("dim", tensor, k)
@@ -832,31 +953,98 @@ class PruneGraph:
             x.ids, x.axis if keep else x.axis - sum(a < x.axis for a in axes), x.rank if keep else x.rank - len(axes)
         )
 
+    def _pick(self, node, x: Lab, out: str, idx: np.ndarray, how: str) -> None:
+        """``out`` holds the input's channels at positions ``idx`` (a Split part, a Slice, a Gather)."""
+        ids = x.ids[idx]
+        self.labels[out] = Lab(ids, x.axis, x.rank)
+        self.picks[out] = (node.input[0], idx, _label(node))
+        self._coupled.append((ids, how))
+
+    def _ints(self, node, slot: int):
+        """A constant int input as a list; None when absent, False when computed at run time."""
+        if len(node.input) <= slot or not node.input[slot]:
+            return None
+        v = self.const(node.input[slot])
+        return False if v is None else [int(a) for a in np.asarray(v).reshape(-1)]
+
     def _slice(self, node, x: Lab, labs) -> None:
         if x is None or any(lab is not None for lab in labs[1:]):
             return self._spoil_all(node, labs, f"{_label(node)} uses channels as indices")
         if node.op_type == "Split":
-            axis = int(_attr(node, "axis", 0)) % x.rank
-            if axis == x.axis:
-                return self._spoil_all(node, labs, f"{_label(node)} splits the channels")
+            return self._split(node, x, labs)
+        old = self._opset() < 10  # starts, ends and axes as attributes
+        starts = _attr(node, "starts") if old else self._ints(node, 1)
+        ends = _attr(node, "ends") if old else self._ints(node, 2)
+        axes = _attr(node, "axes") if old else self._ints(node, 3)
+        steps = None if old else self._ints(node, 4)
+        if starts is False or ends is False or axes is False or steps is False:
+            return self._spoil_all(node, labs, f"{_label(node)} has computed starts, ends, axes or steps")
+        if axes is None:
+            axes = list(range(len(starts)))
+        axes = [a % x.rank for a in axes]
+        if x.axis not in axes:
+            self.labels[node.output[0]] = x
+            return
+        p = axes.index(x.axis)
+        step = steps[p] if steps else 1
+        if step != 1:
+            return self._spoil_all(node, labs, f"{_label(node)} slices the channels with step {step}")
+        c = len(x.ids)
+        lo, hi = (min(max(v + c if v < 0 else v, 0), c) for v in (int(starts[p]), int(ends[p])))
+        if hi <= lo:
+            return self._spoil_all(node, labs, f"{_label(node)} keeps no channel")
+        self._pick(node, x, node.output[0], np.arange(lo, hi), "Slice")
+        self.edits.append(Edit("slice", node, self._k, node.input[0], extra={"p": p, "lo": lo, "hi": hi, "old": old}))
+
+    def _split(self, node, x: Lab, labs) -> None:
+        axis = int(_attr(node, "axis", 0)) % x.rank
+        if axis != x.axis:
             for o in node.output:
                 if o:
                     self.labels[o] = x
             return
-        axes_name = node.input[3] if len(node.input) > 3 else ""
-        axes = _attr(node, "axes")
-        if axes is None and axes_name:
-            v = self.const(axes_name)
-            if v is None:
-                return self._spoil_all(node, labs, f"{_label(node)} has computed axes")
-            axes = [int(a) for a in np.asarray(v).reshape(-1)]
-        if axes is None:
-            starts = _attr(node, "starts")
-            n = len(starts) if starts is not None else len(np.asarray(self.const(node.input[1])).reshape(-1))
-            axes = list(range(n))
-        if x.axis in [a % x.rank for a in axes]:
-            return self._spoil_all(node, labs, f"{_label(node)} slices the channels")
-        self.labels[node.output[0]] = x
+        c, n = len(x.ids), len(node.output)
+        sizes = self._ints(node, 1) if self._opset() >= 13 else None
+        if sizes is False:
+            return self._spoil_all(node, labs, f"{_label(node)} has split sizes computed at run time")
+        form = "input" if sizes else "attr" if self._opset() < 13 else "add"
+        if not sizes:
+            sizes = _attr(node, "split")
+        if not sizes:
+            num = int(_attr(node, "num_outputs", n))
+            per = -(-c // num) if _attr(node, "num_outputs") is not None else c // num
+            sizes = [per] * (num - 1) + [c - per * (num - 1)]
+        sizes = [int(v) for v in sizes]
+        if len(sizes) != n or sum(sizes) != c or min(sizes) < 1:
+            return self._spoil_all(node, labs, f"{_label(node)}: split sizes {sizes} do not fit {c} channels")
+        offsets = np.cumsum([0] + sizes)
+        for o, lo, hi in zip(node.output, offsets[:-1], offsets[1:]):
+            self._pick(node, x, o, np.arange(lo, hi), "Split")
+        self.edits.append(Edit("split", node, self._k, node.input[0], extra={"form": form}))
+
+    def _gather(self, node, labs) -> None:
+        x = labs[0]
+        if x is None or any(lab is not None for lab in labs[1:]):
+            return self._spoil_all(node, labs, f"{_label(node)} uses channels as indices")
+        axis = int(_attr(node, "axis", 0)) % x.rank
+        idx = self.const(node.input[1])
+        if idx is None:
+            return self._spoil_all(node, labs, f"{_label(node)} has indices computed at run time")
+        idx = np.asarray(idx)
+        if axis != x.axis:
+            if idx.ndim != 1:
+                return self._spoil_all(node, labs, f"{_label(node)} changes the rank around the channels")
+            self.labels[node.output[0]] = x
+            return
+        if idx.ndim != 1 or idx.size == 0:
+            return self._spoil_all(node, labs, f"{_label(node)} takes the channels with {idx.ndim}-D indices")
+        c = len(x.ids)
+        idx = idx.astype(np.int64)
+        idx = np.where(idx < 0, idx + c, idx)
+        if idx.min() < 0 or idx.max() >= c:
+            return self._spoil_all(node, labs, f"{_label(node)} has indices outside the {c} channels")
+        self._pick(node, x, node.output[0], idx, "Gather")
+        self.edits.append(Edit("gather", node, self._k, node.input[0], extra={"idx": idx}))
 
     # ------------------------------------------------------------------ groups
     def _finish(self) -> None:
@@ -868,6 +1056,7 @@ class PruneGraph:
                 continue
             layer_roots[u.index] = uf.roots(self.labels[t].ids)
         self.layer_roots = layer_roots
+        self.branch_roots = {o: (uf.roots(self.labels[o].ids), p[2]) for o, p in self.picks.items() if o in self.labels}
         # layers sharing a class form a group
         owner: dict[int, int] = {}
         parent = {i: i for i in layer_roots}
@@ -905,7 +1094,7 @@ class PruneGraph:
             kinds = []
             if len(lis) > 1 and how & BINARY:
                 kinds.append("coupled through " + "/".join(sorted(how & BINARY)))
-            for k in ("depthwise", "grouped conv", "Concat"):
+            for k in ("depthwise", "grouped conv", "Concat", "Split", "Slice", "Gather", "channel shuffle"):
                 if k in how:
                     kinds.append(k)
             grp = Group(gi, lis, classes, kinds, reason)
@@ -931,6 +1120,11 @@ class PruneGraph:
         lab = self.labels[tensor]
         return ~np.isin(self.uf.roots(lab.ids), removed)
 
+    def floors(self) -> Floors:
+        """The sets of classes of which one must stay (every layer's, every Split part's, Slice's and Gather's), to
+        choose channels with."""
+        return Floors([*self.layer_roots.values(), *(r for r, _ in self.branch_roots.values())])
+
     def check_removal(self, removed) -> None:
         """Refuse a removal that would leave a tensor without channels."""
         removed = np.asarray(sorted(set(int(r) for r in removed)), dtype=np.int64)
@@ -940,6 +1134,11 @@ class PruneGraph:
                 raise OnnxFeError(
                     f"this would remove every unit of layer {li} {u.name!r}: keep at least one "
                     "(coupled layers lose the same channels)"
+                )
+        for out, (roots, label) in self.branch_roots.items():
+            if np.isin(roots, removed).all():
+                raise OnnxFeError(
+                    f"this would remove every channel of {out!r}, an output of {label}: keep at least one of them"
                 )
 
     # ------------------------------------------------------------------ the pruned model
@@ -979,6 +1178,8 @@ class PruneGraph:
             elif e.kind == "convtranspose":
                 v = self.g.value(e.node.input[1])
                 writer.set(nn, 1, np.compress(keep, v, axis=0))
+            elif e.kind in ("split", "slice", "gather"):
+                self._apply_pick(e, nn, keep, removed, writer)
         writer.finish()
         # shapes recorded for tensors whose width changed are stale
         stale = set(self.labels)
@@ -988,6 +1189,37 @@ class PruneGraph:
         _drop_dead(m.graph)
         _sync_declared_shapes(m.graph)
         return m, rep
+
+    def _apply_pick(self, e, nn, keep: np.ndarray, removed, writer) -> None:
+        """New split sizes, Slice bounds or Gather indices for the kept channels of the input (new constants: the
+        stored ones may be shared)."""
+        if e.kind == "split":
+            sizes = np.asarray([int(self.keep(o, removed).sum()) for o in e.node.output], dtype=np.int64)
+            if e.extra["form"] == "attr":
+                writer.attr(nn, "split", [int(v) for v in sizes])
+            elif e.extra["form"] == "input":
+                writer.set(nn, 1, sizes, fresh=True)
+            else:
+                writer.drop_attr(nn, "num_outputs")
+                writer.add_input(nn, 1, sizes, "split")
+            return
+        if e.kind == "gather":
+            pos = np.cumsum(keep) - 1  # new position of each kept input channel
+            idx = e.extra["idx"]
+            new = pos[idx[keep[idx]]]
+            writer.set(nn, 1, new.astype(self.g.value(e.node.input[1]).dtype), fresh=True)
+            return
+        p, lo, hi = e.extra["p"], e.extra["lo"], e.extra["hi"]
+        bounds = (int(keep[:lo].sum()), int(keep[:hi].sum()))
+        for slot, name, b in ((1, "starts", bounds[0]), (2, "ends", bounds[1])):
+            if e.extra["old"]:
+                v = list(_attr(e.node, name))
+                v[p] = b
+                writer.attr(nn, name, v)
+            else:
+                v = np.asarray(self.g.value(e.node.input[slot])).reshape(-1).copy()
+                v[p] = b
+                writer.set(nn, slot, v, fresh=True)
 
     def _apply_conv(self, e, nn, removed, writer, values, rep) -> None:
         out_keep = self.keep(e.tensor, removed)
@@ -1094,7 +1326,12 @@ class PruneGraph:
         vals: dict[str, np.ndarray] = {}
         for node in self.model.graph.node:
             out = node.output[0] if node.output else ""
-            if out in self.labels and node.op_type != "Conv":
+            if out in self.picks:  # Split parts, Slice, Gather of channels: the input's values at their positions
+                for o in node.output:
+                    src = vals.get(self.picks[o][0]) if o in self.picks else None
+                    if src is not None:
+                        vals[o] = src[self.picks[o][1]]
+            elif out in self.labels and node.op_type != "Conv":
                 try:
                     v = self._eval(node, vals)
                 except Exception:
@@ -1113,6 +1350,14 @@ class PruneGraph:
         lab = self.labels[out]
         n = len(lab.ids)
         x = vals.get(node.input[0]) if node.input else None
+        if out in self.regroup:
+            if x is None:
+                return None
+            how, g = self.regroup[out]
+            if how == "split":  # a column's value, where every group agrees on it
+                cols = x.reshape(g, n)
+                return np.where(np.all(cols == cols[0], axis=0), cols[0], np.nan)
+            return np.tile(x, g) if how == "tile" else np.repeat(x, g)
 
         def c(slot, default=None):
             if len(node.input) <= slot or not node.input[slot]:
@@ -1194,7 +1439,7 @@ class PruneGraph:
         with np.errstate(all="ignore"):
             if op in ("Identity", "Dropout", "Cast", "Transpose", "Squeeze", "Unsqueeze", "Reshape", "Flatten"):
                 return x
-            if op in ("GlobalAveragePool", "GlobalMaxPool", "Resize", "Upsample", "Split", "Slice"):
+            if op in ("GlobalAveragePool", "GlobalMaxPool", "Resize", "Upsample", "Split", "Slice", "Gather"):
                 return x
             if op in REDUCE:
                 return x if op in ("ReduceMean", "ReduceMax", "ReduceMin") else np.full(n, np.nan)
@@ -1423,6 +1668,12 @@ class _Writer:
 
     def add_after(self, k: int, value: np.ndarray) -> None:
         self.after.append((k, value))
+
+    def drop_attr(self, node, name: str) -> None:
+        for a in node.attribute:
+            if a.name == name:
+                node.attribute.remove(a)
+                break
 
     def attr(self, node, name: str, value) -> None:
         for a in node.attribute:

@@ -7,20 +7,23 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import helper
+from onnx import helper, numpy_helper
 from prune_graphs import (
     B,
     affine,
+    c2f,
     concat,
     depthwise,
     dynamo_head,
     flatten_gemm,
     fold,
     gap_matmul,
+    gather_channels,
     grouped,
     initializers_as_inputs,
     residual,
     se_block,
+    shufflenet_stage,
     tf2onnx_weights,
     zero,
 )
@@ -234,6 +237,144 @@ def test_se_block_hardswish_pad_clip_hardsigmoid_mul():
     assert weight_shape(pm, "S1") == (3, 4, 1, 1) and weight_shape(pm, "C") == (4, 4, 1, 1)
     check_live(m, [("S1", 2)], expect_layers={"S1": [2]})
     check_dead(se_block(dead=True), [("A", 4)])
+
+
+# --------------------------------------------------------------------------- Split, Slice, Gather, channel shuffle
+
+
+def widths(model, op):
+    """Channel widths of the outputs of every ``op`` node, in graph order (from shape inference)."""
+    dims = {
+        vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        for vi in onnx.shape_inference.infer_shapes(model, strict_mode=True).graph.value_info
+    }
+    return [dims[o][1] for n in model.graph.node if n.op_type == op for o in n.output]
+
+
+def roots_of(pg, model, name, units):
+    return [int(pg.layer_roots[layer(model, name).index][u]) for u in units]
+
+
+C2F_FORMS = [("sizes", 17), ("sizes", 11), ("num_outputs", 18), ("equal", 13), ("slice", 17), ("slice-neg", 13)]
+
+
+@pytest.mark.parametrize("form, opset", C2F_FORMS)
+def test_c2f_split_halves_prune_independently(form, opset):
+    m = c2f(form, opset)
+    op = "Slice" if form.startswith("slice") else "Split"
+    assert widths(m, op) == [4, 4]
+    pg = analyze(m)
+    g = pg.group(layer(m, "cv1").index)
+    assert g.prunable and g is pg.group(layer(m, "m2").index) and op in g.how
+    # a channel of the first half: only cv1 loses it, the first part shrinks, the bottleneck is untouched
+    pm, _, _ = check_live(m, [("cv1", 1)], expect_layers={"cv1": [1]})
+    assert widths(pm, op) == [3, 4]
+    assert weight_shape(pm, "cv1") == (7, 3, 1, 1) and weight_shape(pm, "cv2") == (6, 11, 1, 1)
+    assert weight_shape(pm, "m1") == (4, 4, 3, 3)
+    # a channel of the second half goes with the bottleneck output it is added to
+    pm, _, _ = check_live(m, [("cv1", 6)], expect_layers={"cv1": [6], "m2": [2]})
+    assert widths(pm, op) == [4, 3]
+    assert weight_shape(pm, "m1") == (4, 3, 3, 3) and weight_shape(pm, "cv2") == (6, 10, 1, 1)
+    # both halves at once: the producer loses exactly the union
+    pm, _, _ = check_live(m, [("cv1", 1), ("cv1", 2), ("m2", 0)], expect_layers={"cv1": [1, 2, 4], "m2": [0]})
+    assert widths(pm, op) == [2, 3] and weight_shape(pm, "cv1") == (5, 3, 1, 1)
+    check_dead(c2f(form, opset, dead=True), [("cv1", 1), ("cv1", 6)])
+    with pytest.raises(OnnxFeError, match="every channel of"):  # a half never loses all its channels
+        pg.apply(roots_of(pg, m, "cv1", [0, 1, 2, 3]))
+
+
+def test_split_sizes_are_new_constants():
+    m = c2f("sizes", 17)
+    pm, _, _ = prune_units(m, [("cv1", 1)])
+    name = next(n for n in m.graph.node if n.op_type == "Split").input[1]
+    split = next(n for n in pm.graph.node if n.op_type == "Split")
+    sizes = next(t for t in pm.graph.initializer if t.name == split.input[1])
+    assert split.input[1] != name and numpy_helper.to_array(sizes).tolist() == [3, 4]
+    assert numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == name)).tolist() == [4, 4]
+
+
+@pytest.mark.parametrize("form, opset", [("sizes", 17), ("slice", 13), ("sizes", 11)])
+def test_shufflenet_units_couple_the_shuffled_columns(form, opset):
+    m = shufflenet_stage(form, opset)
+    pg = analyze(m)
+    g = pg.group(layer(m, "b1pw").index)
+    assert g.prunable and "channel shuffle" in g.how
+    assert {find_units(m)[i].name for i in g.layers} == {"b1pw", "b2pw2", "u2pw2"}
+    # position 1 of both branches of the stride-2 unit is one column of its shuffle; after the shuffle it lies in
+    # the first half of the stride-1 unit, whose shuffle couples it with that unit's branch outputs 2 and 3
+    pm, _, _ = check_live(m, [("b1pw", 1)], expect_layers={"b1pw": [1], "b2pw2": [1], "u2pw2": [2, 3]})
+    assert widths(pm, "Reshape") == [2, 6, 2, 4]  # every group keeps the same width, the targets follow
+    assert weight_shape(pm, "u2pw2") == (2, 4, 1, 1) and weight_shape(pm, "C") == (6, 4, 1, 1)
+    assert weight_shape(pm, "b1dw") == (8, 1, 3, 3) and weight_shape(pm, "u2pw1") == (4, 4, 1, 1)
+    # column 3 goes to the stride-1 unit's second half: its branch reads two channels fewer, C is untouched
+    pm, _, _ = check_live(m, [("b2pw2", 3)], expect_layers={"b1pw": [3], "b2pw2": [3]})
+    assert widths(pm, "Reshape") == [2, 6, 2, 8] and weight_shape(pm, "u2pw1") == (4, 2, 1, 1)
+    assert weight_shape(pm, "C") == (6, 8, 1, 1)
+    # a branch conv of the stride-1 unit alone, and the depthwise groups around the shuffle
+    check_live(m, [("u2pw1", 2)], expect_layers={"u2pw1": [2], "u2dw": [2]})
+    check_live(m, [("A", 5)], expect_layers={"A": [5], "b1dw": [5]})
+    check_dead(shufflenet_stage(form, opset, dead=True), [("b1pw", 1)])
+
+
+def test_gather_selects_permutes_and_repeats_channels():
+    m = gather_channels()
+    pg = analyze(m)
+    assert pg.group(layer(m, "A").index).prunable
+    pm, _, _ = check_live(m, [("A", 3)], expect_layers={"A": [3]})  # taken twice: both go
+    gather = next(n for n in pm.graph.node if n.op_type == "Gather")
+    idx = next(t for t in pm.graph.initializer if t.name == gather.input[1])
+    assert numpy_helper.to_array(idx).tolist() == [4, 0, 1]
+    assert weight_shape(pm, "C") == (4, 3, 3, 3)
+    check_live(m, [("A", 0), ("A", 5)])
+    pm, rep = check_dead(gather_channels(dead=True), [("A", 3)])
+    # channels 2 and 4 are not gathered: removing them changes nothing, and the indices follow
+    pm, rep = check_dead(m, [("A", 2), ("A", 4)])
+    gather = next(n for n in pm.graph.node if n.op_type == "Gather")
+    idx = next(t for t in pm.graph.initializer if t.name == gather.input[1])
+    assert numpy_helper.to_array(idx).tolist() == [3, 0, 2, 2, 1]
+
+
+def test_ratio_keeps_a_channel_in_every_split_part_and_verify_agrees(tmp_path):
+    import onnx_fe
+    from onnx_fe.scores.ranking import LayerRanking, Ranking
+
+    m = c2f("sizes", 17)
+    p = tmp_path / "c2f.onnx"
+    onnx.save(m, p)
+    layers = []
+    for u in find_units(m):
+        n = weight_shape(m, u.name)[0]
+        score = np.arange(n, 0, -1, dtype=float)
+        if u.name == "cv1":
+            score[:4] = -np.arange(1, 5)  # the whole first half last
+        layers.append(LayerRanking(layer=u.name, layer_index=u.index, score=score, order=np.argsort(-score)))
+    rk, _ = Ranking(by="weight_l1", layers=layers).save(tmp_path / "rank.csv")
+    r = onnx_fe.prune(p, tmp_path / "small.onnx", ranking=rk, ratio=0.6, verify=True, latency_runs=0)
+    assert r.max_diff is not None and r.max_diff <= TOL
+    # cv1's group (8 classes) loses round(4.8) = 5: units 3, 2, 1 of the first half (unit 0 must stay), then the
+    # lowest of the second half
+    removed = sorted(r.removed[layer(m, "cv1").index])
+    assert len(removed) == 5 and removed[:3] == [1, 2, 3] and min(removed[3:]) >= 4
+    assert widths(onnx.load(tmp_path / "small.onnx"), "Split") == [1, 2]
+    r = onnx_fe.prune(p, tmp_path / "g.onnx", ranking=rk, global_ratio=0.7, verify=True, latency_runs=0)
+    assert r.max_diff <= TOL and min(widths(onnx.load(tmp_path / "g.onnx"), "Split")) >= 1
+
+
+def test_unfollowed_channel_splits_say_why():
+    b = B()
+    a = b.op("Relu", [b.conv("x", "A", 3, 8)])
+    s = b.op(
+        "Slice",
+        [a] + [b.const(k, np.asarray([v])) for k, v in (("st", 0), ("en", 8), ("ax", 1), ("step", 2))],
+    )
+    c = b.op("Relu", [b.conv(s, "C", 4, 4)])
+    r = b.op("Reshape", [c, b.const("shape", np.asarray([0, 2, 2, 8, 8]))])
+    r = b.op("ReduceMean", [r], axes=[1], keepdims=0)  # groups read by something else
+    m = b.model(b.head(b.op("Relu", [b.conv(r, "D", 2, 4)]), 4))
+    pg = analyze(m)
+    assert "step 2" in pg.group(layer(m, "A").index).reason
+    assert "split into groups" in pg.group(layer(m, "C").index).reason
+    assert pg.group(layer(m, "D").index).prunable
 
 
 # --------------------------------------------------------------------------- folding and refusals
