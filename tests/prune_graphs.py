@@ -262,6 +262,14 @@ def _halves(b, x, c, form, opset):
     input (opset 13+), as the ``split`` attribute (opset < 13), with ``num_outputs`` (opset 18), without sizes
     (equal parts), or two Slices on axis 1 (``slice``) or on axis -3 (``slice-neg``)."""
     h = c // 2
+    if form == "torch":  # the TorchScript exporter's chunk with a dynamic batch: bounds computed from the shape
+        ax = b.const(b.t("axes"), np.asarray([1]))
+        width = b.op("Gather", [b.op("Shape", [x]), ax], axis=0)
+        half = b.op("Div", [b.op("Add", [width, b.const(b.t("one"), np.asarray([1]))]), b.const(b.t("two"), [2])])
+        end1 = b.op("Mul", [half, b.const(b.t("one"), np.asarray([1]))])
+        end2 = b.op("Mul", [half, b.const(b.t("two"), np.asarray([2]))])
+        lo = b.op("Slice", [x, b.const(b.t("zero"), np.asarray([0])), end1, ax])
+        return lo, b.op("Slice", [x, end1, end2, ax])
     if form.startswith("slice"):
         ax = b.const(b.t("axes"), np.asarray([1 if form == "slice" else -3]))
         lo = b.op("Slice", [x, b.const(b.t("starts"), np.asarray([0])), b.const(b.t("ends"), np.asarray([h])), ax])
@@ -298,11 +306,23 @@ def c2f(form="sizes", opset=OPSET, dead=False):
     return model
 
 
-def _shuffle(b, x, c, groups=2, target_batch=0):
-    """torchvision's channel_shuffle: Reshape (N, g, C/g, H, W) → Transpose(0, 2, 1, 3, 4) → Reshape (N, C, H, W)."""
-    r = b.op("Reshape", [x, b.const(b.t("shape"), np.asarray([target_batch, groups, c // groups, 4, 4]))])
+def _shuffle(b, x, c, groups=2, computed=False):
+    """torchvision's channel_shuffle: Reshape (N, g, C/g, H, W) → Transpose(0, 2, 1, 3, 4) → Reshape (N, C, H, W);
+    ``computed``: the targets as the TorchScript exporter writes them with a dynamic batch (Shape → Gather → Div →
+    Cast → Unsqueeze → Concat)."""
+    if computed:
+        shape = b.op("Shape", [x])
+        n, w, hh, ww = (b.op("Gather", [shape, b.const(b.t("i"), np.asarray(k))], axis=0) for k in range(4))
+        cg = b.op("Cast", [b.op("Div", [w, b.const(b.t("g"), np.asarray(groups))])], to=TensorProto.INT64)
+        dims = [b.op("Unsqueeze", [d, b.const(b.t("ax"), np.asarray([0]))]) for d in (n, cg, hh, ww)]
+        dims.insert(1, b.const(b.t("g"), np.asarray([groups])))
+        first = b.op("Concat", dims, axis=0)
+        back = [dims[0], b.op("Unsqueeze", [w, b.const(b.t("ax"), np.asarray([0]))]), dims[3], dims[4]]
+    else:
+        first = b.const(b.t("shape"), np.asarray([0, groups, c // groups, 4, 4]))
+    r = b.op("Reshape", [x, first])
     t = b.op("Transpose", [r], perm=[0, 2, 1, 3, 4])
-    return b.op("Reshape", [t, b.const(b.t("shape"), np.asarray([target_batch, c, 4, 4]))])
+    return b.op("Reshape", [t, b.op("Concat", back, axis=0) if computed else b.const(b.t("shape"), [0, c, 4, 4])])
 
 
 def _cbr(b, x, name, cin, cout, k=1, group=1, stride=1, relu=True):
@@ -315,7 +335,8 @@ def _cbr(b, x, name, cin, cout, k=1, group=1, stride=1, relu=True):
 
 
 def shufflenet_stage(form="sizes", opset=OPSET, dead=False):
-    """A ShuffleNetV2 stage as torchvision writes it: a stride-2 unit (branch1: depthwise 3×3 s2 → BN → 1×1 → BN →
+    """A ShuffleNetV2 stage as torchvision writes it (``form="torch"``: the chunk's Slice bounds and the shuffle's
+    Reshape targets computed from the shape, as the TorchScript exporter writes them): a stride-2 unit (branch1: depthwise 3×3 s2 → BN → 1×1 → BN →
     ReLU; branch2: 1×1 → BN → ReLU → depthwise 3×3 s2 → BN → 1×1 → BN → ReLU; Concat; channel shuffle), then a
     stride-1 unit (the channels split in halves, branch2 on the second, Concat with the first, channel shuffle),
     then a conv."""
@@ -324,11 +345,11 @@ def shufflenet_stage(form="sizes", opset=OPSET, dead=False):
     b1 = _cbr(b, _cbr(b, x, "b1dw", 8, 8, k=3, group=8, stride=2, relu=False), "b1pw", 8, 4)
     b2 = _cbr(b, x, "b2pw1", 8, 4)
     b2 = _cbr(b, _cbr(b, b2, "b2dw", 4, 4, k=3, group=4, stride=2, relu=False), "b2pw2", 4, 4)
-    y = _shuffle(b, b.op("Concat", [b1, b2], axis=1), 8)
+    y = _shuffle(b, b.op("Concat", [b1, b2], axis=1), 8, computed=form == "torch")
     x1, x2 = _halves(b, y, 8, form, opset)
     u = _cbr(b, x2, "u2pw1", 4, 4)
     u = _cbr(b, _cbr(b, u, "u2dw", 4, 4, k=3, group=4, relu=False), "u2pw2", 4, 4)
-    y = _shuffle(b, b.op("Concat", [x1, u], axis=1), 8)
+    y = _shuffle(b, b.op("Concat", [x1, u], axis=1), 8, computed=form == "torch")
     c = b.op("Relu", [b.conv(y, "C", 8, 6, k=1)])
     m = b.model(b.head(c, 6), opset=opset)
     if dead:  # stride-2 unit: position 1 of both branches (one column of the shuffle)

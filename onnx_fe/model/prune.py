@@ -266,18 +266,13 @@ def infer_shapes(model: onnx.ModelProto, input_hw=None) -> dict[str, list]:
             for k, v in zip(hw, input_hw):
                 dims[k].Clear()
                 dims[k].dim_value = int(v)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(m, data_prop=True)
-    except Exception:
-        inferred = m
-    shapes: dict[str, list] = {}
+    inferred = _infer(m)
+    for _ in range(256):  # each round settles the shapes that the folded values of the previous one made known
+        if not _fold_shape_arithmetic(m.graph, _dims_of(inferred.graph)):
+            break
+        inferred = _infer(m)
+    shapes = _dims_of(inferred.graph)
     g = inferred.graph
-    for vi in list(g.input) + list(g.value_info) + list(g.output):
-        t = vi.type.tensor_type
-        if vi.type.HasField("tensor_type") and t.HasField("shape"):
-            shapes[vi.name] = [
-                d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in t.shape.dim
-            ]
     for t in g.initializer:
         shapes[t.name] = [int(d) for d in t.dims]
     for n in g.node:
@@ -286,6 +281,119 @@ def infer_shapes(model: onnx.ModelProto, input_hw=None) -> dict[str, list]:
                 if a.name == "value":
                     shapes[n.output[0]] = [int(d) for d in a.t.dims]
     return shapes
+
+
+def _infer(m: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(m, data_prop=True)
+    except Exception:
+        return m
+
+
+def _dims_of(g) -> dict[str, list]:
+    shapes: dict[str, list] = {}
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        t = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and t.HasField("shape"):
+            shapes[vi.name] = [
+                d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in t.shape.dim
+            ]
+    return shapes
+
+
+_SHAPE_OPS = {"Shape", "Constant", "Identity", "Cast", "Gather", "Concat", "Unsqueeze", "Squeeze", "Slice"}
+_SHAPE_OPS |= {"Add", "Sub", "Mul", "Div"}
+
+
+def _fold_shape_arithmetic(graph, shapes: dict) -> bool:
+    """Compute the small int tensors that come from known dims and constants (torch writes a chunk's Slice bounds
+    and a channel shuffle's Reshape targets as Shape → Gather → Div → …, which onnx's data propagation does not
+    follow through Div), and let the nodes that read them read constants instead: in the copy made for shape
+    inference only. True when a node was changed."""
+    vals: dict[str, tuple] = {}  # name -> (object array, possibly with None for unknown dims; numpy dtype)
+    for t in graph.initializer:
+        if t.data_type in (TensorProto.INT64, TensorProto.INT32) and int(np.prod(t.dims or [1])) <= 64:
+            vals[t.name] = (numpy_helper.to_array(t).astype(object), numpy_helper.to_array(t).dtype)
+    made: set[str] = set()  # values that read a Shape (the others are constants already)
+    for n in graph.node:
+        if n.op_type not in _SHAPE_OPS:
+            continue
+        try:
+            v = _shape_op(n, vals, shapes)
+            v = None if v is None else (np.asarray(v[0], dtype=object), v[1])
+        except Exception:
+            v = None
+        if v is not None and v[0].size <= 64:
+            vals[n.output[0]] = v
+            if n.op_type == "Shape" or any(i in made for i in n.input):
+                made.add(n.output[0])
+    changed, k = False, 0
+    for n in graph.node:
+        if n.output and n.output[0] in made:
+            continue
+        for slot, name in enumerate(n.input):
+            if name in made and all(e is not None for e in vals[name][0].reshape(-1)):
+                a, dt = vals[name]
+                k += 1
+                new = f"onnx_fe_folded_{k}_{name}"
+                graph.initializer.append(numpy_helper.from_array(np.asarray(a.tolist(), dtype=dt), new))
+                n.input[slot] = new
+                changed = True
+    return changed
+
+
+def _shape_op(n, vals: dict, shapes: dict):
+    op = n.op_type
+    if op == "Constant":
+        a = next((a for a in n.attribute if a.name == "value"), None)
+        if a is None or a.t.data_type not in (TensorProto.INT64, TensorProto.INT32):
+            return None
+        v = numpy_helper.to_array(a.t)
+        return v.astype(object), v.dtype
+    if op == "Shape":
+        dims = shapes.get(n.input[0])
+        if dims is None:
+            return None
+        start, end = _attr(n, "start", 0), _attr(n, "end", None)
+        return np.asarray(dims[start:end], dtype=object), np.dtype(np.int64)
+    if any(i and i not in vals for i in n.input):
+        return None
+    ins = [vals[i] if i else None for i in n.input]
+    x, dt = ins[0]
+    if op == "Identity":
+        return x, dt
+    if op == "Cast":
+        to = helper.tensor_dtype_to_np_dtype(int(_attr(n, "to")))
+        if to.kind not in "iu":
+            return None
+        return x, to
+    if op == "Gather":
+        return np.take(x, ins[1][0].astype(np.int64), axis=int(_attr(n, "axis", 0))), dt
+    if op == "Concat":
+        return np.concatenate([v for v, _ in ins], axis=int(_attr(n, "axis", 0))), dt
+    if op in ("Unsqueeze", "Squeeze"):
+        axes = _attr(n, "axes")
+        axes = [int(a) for a in (ins[1][0] if axes is None and len(ins) > 1 else axes or [])]
+        if op == "Unsqueeze":
+            return np.expand_dims(x, [a % (x.ndim + len(axes)) for a in axes]), dt
+        return (np.squeeze(x, tuple(a % x.ndim for a in axes)) if axes else np.squeeze(x)), dt
+    if op == "Slice":
+        starts, ends = (list(v[0].reshape(-1)) for v in ins[1:3])
+        axes = list(ins[3][0].reshape(-1)) if len(ins) > 3 and ins[3] else list(range(len(starts)))
+        steps = list(ins[4][0].reshape(-1)) if len(ins) > 4 and ins[4] else [1] * len(starts)
+        idx = [slice(None)] * x.ndim
+        for a, b, e, st in zip(axes, starts, ends, steps):
+            idx[int(a)] = slice(int(b), int(e), int(st))
+        return x[tuple(idx)], dt
+    a, b = x, ins[1][0]
+    if op == "Div":
+        if any(e is None or e == 0 for e in b.reshape(-1)):
+            return None
+        f = np.vectorize(lambda p, q: None if p is None else abs(p) // abs(q) * (1 if (p >= 0) == (q > 0) else -1))
+        return f(a, b).astype(object), dt
+    f = {"Add": lambda p, q: p + q, "Sub": lambda p, q: p - q, "Mul": lambda p, q: p * q}[op]
+    g = np.vectorize(lambda p, q: None if p is None or q is None else f(p, q), otypes=[object])
+    return g(a, b), dt
 
 
 class PruneGraph:
@@ -712,8 +820,16 @@ class PruneGraph:
         if x is None or (len(labs) > 1 and labs[1] is not None):
             return self._spoil_all(node, labs, f"{_label(node)} uses channels as a shape")
         ins, outs = self.shapes.get(node.input[0]), self.shapes.get(node.output[0])
-        if outs is None and ins is not None:
-            outs = self._reshape_dims(node, ins)
+        if ins is not None:  # shape inference may have lost the width (a shuffle's computed targets): the ids know it
+            ins = list(ins)
+            if x.axis < len(ins) and ins[x.axis] is None:
+                ins[x.axis] = len(x.ids)
+            if x.gaxis is not None and x.gaxis < len(ins) and ins[x.gaxis] is None:
+                ins[x.gaxis] = x.groups
+        if ins is not None and (outs is None or None in outs[1:]):
+            dims = self._reshape_dims(node, ins)
+            if outs is None or (dims is not None and len(dims) == len(outs)):
+                outs = dims if outs is None else [a if a is not None else b for a, b in zip(outs, dims)]
         why = f"{_label(node)} mixes the channels with other dims"
         if ins is None or outs is None or x.axis < 1:
             return self._spoil_all(
@@ -826,6 +942,12 @@ class PruneGraph:
             dims = self.shapes.get(node.input[0])
             if dims is None:
                 return None
+            lab = self.labels.get(node.input[0])
+            if lab is not None and len(dims) == lab.rank:  # a width shape inference lost (after a computed Slice)
+                dims = list(dims)
+                dims[lab.axis] = len(lab.ids) if dims[lab.axis] is None else dims[lab.axis]
+                if lab.gaxis is not None and dims[lab.gaxis] is None:
+                    dims[lab.gaxis] = lab.groups
             start, end = _attr(node, "start", 0), _attr(node, "end", None)
             out = [d if d is not None else ("dim", node.input[0], k) for k, d in enumerate(dims)]
             return out[start:end]
@@ -851,6 +973,23 @@ class PruneGraph:
             if v is None or idx is None:
                 return None
             return [v[int(i)] for i in np.asarray(idx).reshape(-1)]
+        if op in ("Add", "Sub", "Mul", "Div"):  # integer arithmetic on known dims (torch's chunk and view sizes)
+            a, b = (self._shape_value(i, depth + 1) for i in node.input[:2])
+            if a is None or b is None or not all(isinstance(e, int) for e in a + b):
+                return None
+            if len(a) != len(b) and 1 not in (len(a), len(b)):
+                return None
+            n = max(len(a), len(b))
+            a, b = (v * n if len(v) == 1 else v for v in (a, b))
+            if op == "Div" and 0 in b:
+                return None
+            f = {
+                "Add": lambda p, q: p + q,
+                "Sub": lambda p, q: p - q,
+                "Mul": lambda p, q: p * q,
+                "Div": lambda p, q: abs(p) // abs(q) * (1 if (p >= 0) == (q > 0) else -1),  # truncates, as ONNX
+            }[op]
+            return [f(p, q) for p, q in zip(a, b)]
         return None
 
     def _reshape_dims(self, node, ins: list):
@@ -961,11 +1100,12 @@ class PruneGraph:
         self._coupled.append((ids, how))
 
     def _ints(self, node, slot: int):
-        """A constant int input as a list; None when absent, False when computed at run time."""
+        """A constant int input as a list (also one computed from known dims, as torch writes a chunk's bounds);
+        None when absent, False when it depends on the input."""
         if len(node.input) <= slot or not node.input[slot]:
             return None
-        v = self.const(node.input[slot])
-        return False if v is None else [int(a) for a in np.asarray(v).reshape(-1)]
+        v = self._shape_value(node.input[slot])
+        return False if v is None or not all(isinstance(e, int) for e in v) else v
 
     def _slice(self, node, x: Lab, labs) -> None:
         if x is None or any(lab is not None for lab in labs[1:]):
@@ -994,7 +1134,8 @@ class PruneGraph:
         if hi <= lo:
             return self._spoil_all(node, labs, f"{_label(node)} keeps no channel")
         self._pick(node, x, node.output[0], np.arange(lo, hi), "Slice")
-        self.edits.append(Edit("slice", node, self._k, node.input[0], extra={"p": p, "lo": lo, "hi": hi, "old": old}))
+        extra = {"p": p, "lo": lo, "hi": hi, "old": old, "starts": list(starts), "ends": list(ends)}
+        self.edits.append(Edit("slice", node, self._k, node.input[0], extra=extra))
 
     def _split(self, node, x: Lab, labs) -> None:
         axis = int(_attr(node, "axis", 0)) % x.rank
@@ -1212,14 +1353,14 @@ class PruneGraph:
         p, lo, hi = e.extra["p"], e.extra["lo"], e.extra["hi"]
         bounds = (int(keep[:lo].sum()), int(keep[:hi].sum()))
         for slot, name, b in ((1, "starts", bounds[0]), (2, "ends", bounds[1])):
+            v = list(e.extra[name])  # as resolved by the analysis (torch computes a chunk's bounds from the shape)
+            v[p] = b
             if e.extra["old"]:
-                v = list(_attr(e.node, name))
-                v[p] = b
                 writer.attr(nn, name, v)
             else:
-                v = np.asarray(self.g.value(e.node.input[slot])).reshape(-1).copy()
-                v[p] = b
-                writer.set(nn, slot, v, fresh=True)
+                stored = self.const(e.node.input[slot])
+                dtype = np.asarray(stored).dtype if stored is not None else np.int64
+                writer.set(nn, slot, np.asarray(v, dtype=dtype), fresh=True)
 
     def _apply_conv(self, e, nn, removed, writer, values, rep) -> None:
         out_keep = self.keep(e.tensor, removed)
@@ -1535,6 +1676,10 @@ PLUMBING = {
     "Slice",
     "Shape",
     "Gather",
+    "Add",  # shape arithmetic left unread once its result is written as a constant (torch's chunk bounds)
+    "Sub",
+    "Mul",
+    "Div",
 }
 
 
