@@ -40,6 +40,7 @@ MODELS = [
     ("keras_mobilenet_v2", "MobileNetV2", None),
     ("pp_textline_cls", "PP-OCR text-line classifier", "48x192"),
     ("tv_densenet121", "DenseNet-121 (beyond the five)", None),
+    ("tv_shufflenet_v2_x1_0", "ShuffleNetV2 x1.0 (beyond the five)", None),
 ]
 
 

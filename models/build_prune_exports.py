@@ -1,6 +1,7 @@
 """Real framework exports that `onnx-fe prune` is checked on (issue 22, part 4): torchvision ResNet-18 (two
 exporters), MobileNetV3-Large and VGG11-BN, and a Keras MobileNetV2 through tf2onnx; beyond the issue's list,
-torchvision DenseNet-121, whose BatchNorm after each Concat exercises the folding of removed channels' constants. The fifth network of the
+torchvision DenseNet-121, whose BatchNorm after each Concat exercises the folding of removed channels' constants, and
+ShuffleNetV2 x1.0, whose units split their channels in halves and shuffle them. The fifth network of the
 coverage, the PP-OCR text-line classifier (a Paddle export), is built by ``models/build_thirdparty.py``.
 
     python -m models.build_prune_exports                        # build venv; the Keras part through --tf-python
@@ -61,6 +62,8 @@ TORCH_EXPORTS = {
     "tv_vgg11_bn": ("vgg11_bn", "legacy"),
     # beyond the five of the issue: BatchNorm after Concat, so removed channels reach the next conv as a constant
     "tv_densenet121": ("densenet121", "legacy"),
+    # channel split (Split of halves) and channel shuffle (Reshape-Transpose-Reshape) in every unit
+    "tv_shufflenet_v2_x1_0": ("shufflenet_v2_x1_0", "legacy"),
 }
 KERAS_EXPORTS = ("keras_mobilenet_v2",)
 ALL = tuple(TORCH_EXPORTS) + KERAS_EXPORTS
