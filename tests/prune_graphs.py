@@ -260,7 +260,8 @@ def _silu(b, x):
 def _halves(b, x, c, form, opset):
     """The two channel halves of ``x`` (``c`` channels) as an exporter writes a chunk: Split with the sizes as an
     input (opset 13+), as the ``split`` attribute (opset < 13), with ``num_outputs`` (opset 18), without sizes
-    (equal parts), or two Slices on axis 1 (``slice``) or on axis -3 (``slice-neg``)."""
+    (equal parts), or two Slices on axis 1 (``slice``), on axis -3 (``slice-neg``), with attributes (``slice-attr``,
+    opset < 10) or with bounds computed from the shape (``torch``)."""
     h = c // 2
     if form == "torch":  # the TorchScript exporter's chunk with a dynamic batch: bounds computed from the shape
         ax = b.const(b.t("axes"), np.asarray([1]))
@@ -270,6 +271,9 @@ def _halves(b, x, c, form, opset):
         end2 = b.op("Mul", [half, b.const(b.t("two"), np.asarray([2]))])
         lo = b.op("Slice", [x, b.const(b.t("zero"), np.asarray([0])), end1, ax])
         return lo, b.op("Slice", [x, end1, end2, ax])
+    if form == "slice-attr":  # opset < 10: starts, ends and axes as attributes
+        lo = b.op("Slice", [x], starts=[0], ends=[h], axes=[1])
+        return lo, b.op("Slice", [x], starts=[h], ends=[2**31 - 1], axes=[1])
     if form.startswith("slice"):
         ax = b.const(b.t("axes"), np.asarray([1 if form == "slice" else -3]))
         lo = b.op("Slice", [x, b.const(b.t("starts"), np.asarray([0])), b.const(b.t("ends"), np.asarray([h])), ax])

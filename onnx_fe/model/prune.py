@@ -895,6 +895,7 @@ class PruneGraph:
                 or g is None
                 or cg is None
                 or g < 2
+                or cg < 2  # (N, C, 1, H, W) only adds a dim
                 or g * cg != c
             ):
                 return False

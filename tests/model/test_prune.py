@@ -255,14 +255,23 @@ def roots_of(pg, model, name, units):
     return [int(pg.layer_roots[layer(model, name).index][u]) for u in units]
 
 
-C2F_FORMS = [("sizes", 17), ("sizes", 11), ("num_outputs", 18), ("equal", 13), ("slice", 17), ("slice-neg", 13)]
+C2F_FORMS = [
+    ("sizes", 17),
+    ("sizes", 11),
+    ("num_outputs", 18),
+    ("equal", 13),
+    ("slice", 17),
+    ("slice-neg", 13),
+    ("slice-attr", 9),
+    ("torch", 17),
+]
 
 
 @pytest.mark.parametrize("form, opset", C2F_FORMS)
 def test_c2f_split_halves_prune_independently(form, opset):
     m = c2f(form, opset)
-    op = "Slice" if form.startswith("slice") else "Split"
-    assert widths(m, op) == [4, 4]
+    op = "Slice" if form.startswith("slice") or form == "torch" else "Split"
+    assert widths(m, op) == ([0, 0] if form == "torch" else [4, 4])  # shape inference cannot follow torch's Div
     pg = analyze(m)
     g = pg.group(layer(m, "cv1").index)
     assert g.prunable and g is pg.group(layer(m, "m2").index) and op in g.how
@@ -359,6 +368,17 @@ def test_ratio_keeps_a_channel_in_every_split_part_and_verify_agrees(tmp_path):
     assert widths(onnx.load(tmp_path / "small.onnx"), "Split") == [1, 2]
     r = onnx_fe.prune(p, tmp_path / "g.onnx", ranking=rk, global_ratio=0.7, verify=True, latency_runs=0)
     assert r.max_diff <= TOL and min(widths(onnx.load(tmp_path / "g.onnx"), "Split")) >= 1
+
+
+def test_a_reshape_that_adds_a_unit_dim_is_no_shuffle():
+    b = B()
+    a = b.op("Relu", [b.conv("x", "A", 3, 6)])
+    r = b.op("Reshape", [a, b.const("shape", np.asarray([0, 6, 1, 8, 8]))])
+    r = b.op("Reshape", [b.op("Relu", [r]), b.const("back", np.asarray([0, 6, 8, 8]))])
+    m = b.model(b.head(b.op("Relu", [b.conv(r, "C", 6, 4)]), 4))
+    pg = analyze(m)
+    assert pg.group(layer(m, "A").index).how == []  # nothing coupled: each channel alone
+    check_live(m, [("A", 2), ("A", 4)], expect_layers={"A": [2, 4]})
 
 
 def test_unfollowed_channel_splits_say_why():
