@@ -370,6 +370,27 @@ def test_ratio_keeps_a_channel_in_every_split_part_and_verify_agrees(tmp_path):
     assert r.max_diff <= TOL and min(widths(onnx.load(tmp_path / "g.onnx"), "Split")) >= 1
 
 
+@pytest.mark.parametrize(
+    "build, units",
+    [
+        (lambda: c2f("sizes", 11), "0:1,0:6"),
+        (lambda: c2f("torch", 17), "0:2,0:5"),
+        (lambda: shufflenet_stage("torch", 17), "4:1,4:3,6:0"),
+        (lambda: shufflenet_stage("slice", 13), "4:0,8:1"),
+        (gather_channels, "0:0,0:3"),
+    ],
+)
+def test_verify_equals_masking(tmp_path, build, units):
+    import onnx_fe
+
+    p = tmp_path / "m.onnx"
+    onnx.save(build(), p)
+    r = onnx_fe.prune(p, tmp_path / "small.onnx", units=units, verify=True, latency_runs=0)
+    assert r.max_diff is not None and r.max_diff <= TOL and r.max_output > 0.01
+    assert r.n_removed > len(units.split(",")) - 1 and not r.inexact
+    onnx.checker.check_model(str(tmp_path / "small.onnx"), full_check=True)
+
+
 def test_a_reshape_that_adds_a_unit_dim_is_no_shuffle():
     b = B()
     a = b.op("Relu", [b.conv("x", "A", 3, 6)])
