@@ -327,12 +327,13 @@ def _fold_shape_arithmetic(graph, shapes: dict) -> bool:
             vals[n.output[0]] = v
             if n.op_type == "Shape" or any(i in made for i in n.input):
                 made.add(n.output[0])
+    known = {name for name in made if all(e is not None for e in vals[name][0].reshape(-1))}
     changed, k = False, 0
     for n in graph.node:
-        if n.output and n.output[0] in made:
+        if n.output and n.output[0] in known:  # its readers get the constant
             continue
         for slot, name in enumerate(n.input):
-            if name in made and all(e is not None for e in vals[name][0].reshape(-1)):
+            if name in known:
                 a, dt = vals[name]
                 k += 1
                 new = f"onnx_fe_folded_{k}_{name}"
