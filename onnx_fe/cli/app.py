@@ -76,7 +76,9 @@ MEAN = typer.Option(None, "--mean", help="Mean to subtract: one value or one per
 STD = typer.Option(None, "--std", help="Std to divide by: one value or one per channel.")
 SEED = typer.Option(0, "--seed", help="Seed of the per-class image choice.")
 BATCH = typer.Option(32, "--batch-size", "-b", help="Images per inference batch.")
-WORKERS = typer.Option(None, "--workers", "-j", help="Threads for birth points", show_default="the cores this process may use")
+WORKERS = typer.Option(
+    None, "--workers", "-j", help="Threads for birth points", show_default="the cores this process may use"
+)
 QUIET = typer.Option(False, "--quiet", "-q", help="Print nothing but errors")
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Say more about what is done")
 
