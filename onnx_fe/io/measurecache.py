@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .nullcache import cache_dir, key_digest
+from .nullcache import cache_dir, key_digest, write_cache_file
 
 MEASURES_VERSION = 1  # raise when a measure's definition or computation changes
 
@@ -82,22 +80,6 @@ def store(key: dict, measures: dict, where: Path | None = None) -> Path | None:
     d = where or directory()
     path = d / f"{key_digest(key)}.json"
     clean = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in measures.items()}
-    tmp = None
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:16]}.", suffix=".tmp", dir=d)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"key": key, "measures": clean}, fh, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        return path
-    except (OSError, TypeError, ValueError):
-        return None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    return write_cache_file(
+        path, lambda fh: fh.write(json.dumps({"key": key, "measures": clean}, sort_keys=True).encode())
+    )

@@ -133,18 +133,25 @@ def store(key: dict, bp: np.ndarray, directory: Path | None = None) -> Path | No
         return path
     bp = np.asarray(bp)
     small = bp.astype(np.min_scalar_type(int(bp.max())) if bp.size and bp.min() >= 0 else np.int64)
+    return write_cache_file(path, lambda fh: np.savez(fh, key=np.array(json.dumps(key, sort_keys=True)), bp=small))
+
+
+def write_cache_file(path: Path, write) -> Path | None:
+    """Write a cache entry atomically and safely beside concurrent writers of the same entry: ``write(fh)`` fills a
+    unique temporary file in ``path``'s folder (binary), which is synced and renamed over ``path``. Returns ``path``,
+    or None when the cache cannot be written (or ``write`` raises TypeError / ValueError): a cache is optional."""
     tmp = None
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:16]}.", suffix=".tmp", dir=d)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:16]}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, key=np.array(json.dumps(key, sort_keys=True)), bp=small)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         tmp = None
         return path
-    except OSError:
+    except (OSError, TypeError, ValueError):
         return None
     finally:
         if tmp is not None:
