@@ -136,17 +136,10 @@ def top1(model_path: Path, x: np.ndarray, y: np.ndarray, fixed_batch: int | None
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
     s = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
-    name = s.get_inputs()[0].name
-    step = fixed_batch or batch
-    preds = []
-    for i in range(0, len(x), step):
-        xb = x[i : i + step]
-        n = len(xb)
-        if fixed_batch and n < fixed_batch:
-            xb = np.concatenate([xb, np.repeat(xb[-1:], fixed_batch - n, axis=0)])
-        out = np.asarray(s.run(None, {name: xb})[0])
-        preds.append(out.reshape(len(xb), -1)[:n].argmax(axis=1))
-    return float(np.mean(np.concatenate(preds) == y))
+    from onnx_fe.experiments.generalization import _run  # batched first output, fixed-batch models padded
+
+    logits = _run(s, s.get_inputs()[0].name, x, batch=batch, fixed=fixed_batch)
+    return float(np.mean(logits.argmax(axis=1) == y))
 
 
 def settings() -> dict:
