@@ -59,3 +59,21 @@ def test_default_workers_of_a_run_follow_the_affinity_mask(monkeypatch):
     assert will_use_processes(None) is False
     monkeypatch.setattr(cpus, "usable_cpus", lambda root=cpus.CGROUP: 4)
     assert will_use_processes(None) is True
+
+
+def test_a_process_pinned_to_one_core_defaults_to_one_worker():
+    """As a SLURM job or `taskset -c 0` runs it: a fresh process whose affinity mask holds one core defaults to no
+    pool, whatever os.cpu_count() says (no monkeypatching: the real mask of a real child process)."""
+    import subprocess
+    import sys
+
+    code = "from onnx_fe.execution import will_use_processes as w; from onnx_fe.execution.cpus import usable_cpus as u; print(u(), w(None))"
+    first = sorted(os.sched_getaffinity(0))[0]
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, {first}),
+    ).stdout.split()
+    assert out == ["1", "False"]
